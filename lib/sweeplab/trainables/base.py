@@ -1,0 +1,330 @@
+"""The one training loop every model family shares, and the family registry.
+
+A *model family* (CNN classifier, VAE, conjugated mixture model ...) is a subclass of
+:class:`ModelFamily` that knows how to build its model from a validated config, run one
+*iteration* (an epoch, or N optimisation steps) and evaluate. Everything around that is here,
+written once: thread and device placement, seeding, resuming from Ray Tune checkpoints,
+atomic checkpoint writes, divergence detection, per-iteration timing and ``tune.report``.
+
+Adding a family means one module in ``sweeplab/trainables/`` whose class is decorated with
+:func:`register_family`; the runner, the spec validation and the CLI find it by name.
+"""
+from __future__ import annotations
+
+import abc
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Iterator
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from sweeplab.datasets.base import DataBundle
+
+#: Name of the state file inside every checkpoint directory.
+STATE_FILE = "state.pt"
+
+
+class FamilyConfig(BaseModel):
+    """Hyperparameters shared by every family; families subclass it and add their own.
+
+    Unknown keys are rejected, so a typo in a job file fails validation before Ray starts.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    seed: int = Field(0, description="base random seed; repeat r of a config runs with seed + r")
+    threads: int | None = Field(
+        None, ge=1, description="torch CPU threads; default: the CPUs the trial was allotted")
+    amp: bool = Field(False, description="mixed precision (bfloat16 autocast) when on a GPU")
+
+
+class DivergedError(RuntimeError):
+    """A trial's loss became NaN or infinite; the loop reports it as diverged and stops it."""
+
+
+class ModelFamily(abc.ABC):
+    """Base class of a sweepable model family.
+
+    Subclasses set the class attributes and implement the abstract methods; they never call
+    Ray themselves. :func:`run_trial` drives them.
+
+    Class attributes:
+        name: the registered name used as ``trainable:`` in a job file.
+        Config: the pydantic model of the family's hyperparameters (subclass of
+            :class:`FamilyConfig`); every field needs a default or must be set in the job.
+        metrics: reported metric name -> (natural mode ``"min"``/``"max"``, description);
+            the spec checks ``metric:`` against these keys.
+        loss_metric: the reported training loss checked for NaN/inf after every iteration.
+    """
+
+    name: ClassVar[str]
+    Config: ClassVar[type[FamilyConfig]]
+    metrics: ClassVar[dict[str, tuple[str, str]]]
+    loss_metric: ClassVar[str] = "train_loss"
+
+    def __init__(self, config: FamilyConfig, data: DataBundle, device: torch.device) -> None:
+        self.config = config
+        self.data = data
+        self.device = device
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+    # -- what a family implements ------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def num_iterations(self) -> int:
+        """Total number of iterations (what Ray Tune calls ``training_iteration``)."""
+
+    @abc.abstractmethod
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        """Run one iteration of training (0-based ``iteration``); return training metrics."""
+
+    @abc.abstractmethod
+    def evaluate(self, iteration: int) -> dict[str, float]:
+        """Evaluate on held-out data after ``iteration``; return the metrics."""
+
+    @abc.abstractmethod
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue training: tensors, numbers, strings, lists, dicts only
+        (checkpoints are read back with ``torch.load(weights_only=True)``)."""
+
+    @abc.abstractmethod
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+    # -- optional hooks -------------------------------------------------------------------------
+    @classmethod
+    def check_data(cls, data: DataBundle, config: FamilyConfig) -> None:
+        """Raise ``ValueError`` with a clear message if ``data`` cannot feed this family."""
+
+    @classmethod
+    def num_iterations_of(cls, config: FamilyConfig) -> int:
+        """``num_iterations`` computed from a config alone (used for ASHA's ``max_t`` default)."""
+        return int(getattr(config, "epochs"))
+
+    def media(self, iteration: int) -> dict[str, torch.Tensor]:
+        """Images to log to TensorBoard after ``iteration``: tag -> ``[3, H, W]`` float in [0, 1].
+        Default: none."""
+        return {}
+
+    def extra_results(self) -> dict[str, float]:
+        """Constant facts reported with every result (e.g. ``num_params``). Default: none."""
+        return {}
+
+
+_FAMILIES: dict[str, type[ModelFamily]] = {}
+
+
+def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
+    """Class decorator: make ``cls`` available as ``trainable: <cls.name>`` in job files.
+
+    Raises:
+        ValueError: if the name is taken.
+    """
+    if cls.name in _FAMILIES and _FAMILIES[cls.name] is not cls:
+        raise ValueError(f"model family {cls.name!r} is registered twice")
+    _FAMILIES[cls.name] = cls
+    return cls
+
+
+def family_names() -> list[str]:
+    """Names of every registered family, sorted."""
+    from sweeplab import trainables  # noqa: F401  (imports every family module)
+
+    return sorted(_FAMILIES)
+
+
+def get_family(name: str) -> type[ModelFamily]:
+    """The family registered as ``name``.
+
+    Raises:
+        KeyError: for an unknown name; the message lists the known ones.
+    """
+    names = family_names()
+    if name not in _FAMILIES:
+        raise KeyError(f"unknown trainable {name!r}; known trainables: {', '.join(names)}")
+    return _FAMILIES[name]
+
+
+# ------------------------------------------------------------------------------------------------
+# Helpers families share
+# ------------------------------------------------------------------------------------------------
+def to_float_images(x: np.ndarray | torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``uint8`` images ``[B, C, H, W]`` (0..255) -> ``float32`` on ``device`` in [0, 1]."""
+    t = torch.as_tensor(x)
+    t = t.to(device, non_blocking=True)
+    return t.float().div_(255.0) if t.dtype == torch.uint8 else t.float()
+
+
+def shared_tensor(x: np.ndarray) -> torch.Tensor:
+    """Wrap a (possibly read-only, object-store backed) array as a tensor without copying."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "The given NumPy array is not writable"
+        return torch.from_numpy(x)
+
+
+def batches(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generator | None = None,
+            drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """Index batches over ``n`` samples: the tensor batch path (no DataLoader, no per-sample work).
+
+    Args:
+        n: number of samples.
+        batch_size: samples per batch.
+        shuffle: draw a fresh permutation from ``generator``.
+        generator: torch RNG (its state is checkpointed, so resumed epochs see the same order).
+        drop_last: skip a final short batch.
+
+    Yields:
+        ``int64`` index tensors of shape ``[batch_size]`` (the last may be shorter).
+    """
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - (n % batch_size) if drop_last else n
+    for start in range(0, stop, batch_size):
+        yield order[start:start + batch_size]
+
+
+def _atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path`` and rename: never a half-written file."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(obj, tmp)
+    with open(tmp, "rb") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint_dir(directory: Path, family: ModelFamily, iteration: int,
+                        train_seconds: float = 0.0) -> None:
+    """Write the family's state after ``iteration`` (1-based count of finished iterations)
+    and the cumulative training seconds so far."""
+    state = {
+        "iteration": iteration,
+        "train_seconds": float(train_seconds),
+        "family": family.state_dict(),
+        "generator": family.generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+    }
+    _atomic_save(state, directory / STATE_FILE)
+
+
+def load_checkpoint_dir(directory: Path, family: ModelFamily) -> tuple[int, float]:
+    """Restore a family from a checkpoint directory.
+
+    Returns:
+        ``(finished iterations, cumulative training seconds)``.
+
+    Uses ``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain data only,
+    never code.
+    """
+    state = torch.load(directory / STATE_FILE, map_location=family.device, weights_only=True)
+    family.load_state_dict(state["family"])
+    family.generator.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    return int(state["iteration"]), float(state.get("train_seconds", 0.0))
+
+
+def _finite(value: Any) -> bool:
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return True
+
+
+def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
+              settings: dict[str, Any] | None = None) -> None:
+    """The Ray Tune function trainable shared by every family.
+
+    Args:
+        config: the trial's hyperparameters as Ray Tune hands them over: the job's fixed
+            ``train`` values merged with the sampled ones. Keys starting with ``__`` (Ray's
+            ``__trial_index__`` for repeats) and ``variant`` are bookkeeping, not hyperparameters.
+        data: the sweep's dataset, put in the object store once by the runner.
+        family: registered family name.
+        settings: ``checkpoint_every`` (iterations between checkpoints, default 1),
+            ``cpus`` (CPUs allotted per trial), ``media_every`` (iterations between TensorBoard
+            images, 0 = never).
+
+    Reports after every iteration: the family's metrics, ``iteration_seconds`` (wall-clock
+    seconds of the iteration), ``train_seconds`` (cumulative), ``seed``, ``diverged`` (0/1),
+    ``node`` (hostname), and a checkpoint every ``checkpoint_every`` iterations and at the end.
+
+    Raises:
+        DivergedError: after reporting ``diverged=1`` when the training loss is NaN/inf, so
+            Ray marks the trial as errored and the rest of the sweep goes on.
+    """
+    from ray import tune
+
+    settings = settings or {}
+    fam_cls = get_family(family)
+    params = {k: v for k, v in config.items() if not k.startswith("__") and k != "variant"}
+    repeat = int(config.get("__trial_index__", 0) or 0)
+    params["seed"] = int(params.get("seed", 0)) + repeat
+    cfg = fam_cls.Config.model_validate(params)
+
+    cpus = settings.get("cpus") or 1
+    torch.set_num_threads(int(cfg.threads or max(1, int(cpus))))
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % (2**32))
+    device = torch.device("cuda" if torch.cuda.is_available() and _gpu_allotted() else "cpu")
+
+    fam = fam_cls(cfg, data, device)
+    start, train_seconds = 0, 0.0
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            start, train_seconds = load_checkpoint_dir(Path(d), fam)
+
+    every = max(1, int(settings.get("checkpoint_every", 1)))
+    media_every = int(settings.get("media_every", 0) or 0)
+    constant = {"seed": cfg.seed, "node": os.uname().nodename, **fam.extra_results()}
+    writer = None
+    total = fam.num_iterations
+    for it in range(start, total):
+        t0 = time.perf_counter()
+        result = dict(fam.train_iteration(it))
+        train_seconds += time.perf_counter() - t0
+        if not _finite(result.get(fam.loss_metric, 0.0)):
+            tune.report({**constant, **result, "diverged": 1, "train_seconds": train_seconds})
+            raise DivergedError(f"{fam.loss_metric} became {result.get(fam.loss_metric)} at iteration {it + 1}")
+        result.update(fam.evaluate(it))
+        result.update(constant)
+        result["iteration_seconds"] = time.perf_counter() - t0
+        result["train_seconds"] = train_seconds
+        result["diverged"] = 0
+        if media_every and ((it + 1) % media_every == 0 or it + 1 == total):
+            images = fam.media(it)
+            if images:
+                writer = writer or _media_writer()
+                for tag, img in images.items():
+                    writer.add_image(tag, img.detach().cpu().clamp(0, 1).numpy(), it + 1)
+                writer.flush()
+        if (it + 1) % every == 0 or it + 1 == total:
+            with tempfile.TemporaryDirectory() as d:
+                save_checkpoint_dir(Path(d), fam, it + 1, train_seconds)
+                tune.report(result, checkpoint=tune.Checkpoint.from_directory(d))
+        else:
+            tune.report(result)
+    if writer is not None:
+        writer.close()
+
+
+def _gpu_allotted() -> bool:
+    try:
+        import ray
+
+        return bool(ray.get_gpu_ids())
+    except Exception:  # noqa: BLE001 - outside Ray: use the GPU if there is one
+        return True
+
+
+def _media_writer():
+    """A tensorboardX writer in the trial's own directory, beside Ray's scalar events."""
+    from ray import tune
+    from tensorboardX import SummaryWriter
+
+    return SummaryWriter(logdir=tune.get_context().get_trial_dir(), filename_suffix=".media")
