@@ -43,10 +43,6 @@ class FamilyConfig(BaseModel):
     amp: bool = Field(False, description="mixed precision (bfloat16 autocast) when on a GPU")
 
 
-class DivergedError(RuntimeError):
-    """A trial's loss became NaN or infinite; the loop reports it as diverged and stops it."""
-
-
 class ModelFamily(abc.ABC):
     """Base class of a sweepable model family.
 
@@ -253,9 +249,8 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
     seconds of the iteration), ``train_seconds`` (cumulative), ``seed``, ``diverged`` (0/1),
     ``node`` (hostname), and a checkpoint every ``checkpoint_every`` iterations and at the end.
 
-    Raises:
-        DivergedError: after reporting ``diverged=1`` when the training loss is NaN/inf, so
-            Ray marks the trial as errored and the rest of the sweep goes on.
+    When the training loss becomes NaN or infinite, the trial reports ``diverged=1`` with every
+    declared metric NaN and ends (no retry, no checkpoint of the broken model); the sweep goes on.
     """
     from ray import tune
 
@@ -289,8 +284,13 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
         result = dict(fam.train_iteration(it))
         train_seconds += time.perf_counter() - t0
         if not _finite(result.get(fam.loss_metric, 0.0)):
-            tune.report({**constant, **result, "diverged": 1, "train_seconds": train_seconds})
-            raise DivergedError(f"{fam.loss_metric} became {result.get(fam.loss_metric)} at iteration {it + 1}")
+            # Every declared metric is reported as NaN: Optuna records the trial as failed, ASHA
+            # ignores it when ranking, and the analysis marks it "diverged". No checkpoint of a
+            # NaN model is written, and the trial ends here instead of erroring and retrying.
+            nan = {m: float("nan") for m in fam.metrics}
+            tune.report({**nan, **constant, **result, "diverged": 1, "train_seconds": train_seconds,
+                         "iteration_seconds": time.perf_counter() - t0})
+            return
         result.update(fam.evaluate(it))
         result.update(constant)
         result["iteration_seconds"] = time.perf_counter() - t0

@@ -1,0 +1,325 @@
+"""Reading a finished (or interrupted) sweep: tables, best config, statistics.
+
+``load_sweep(path)`` works on any sweep folder ``sweeplab run`` wrote, local or ``s3://``; it
+reads Ray Tune's own experiment state and per-trial results through
+``ray.tune.ExperimentAnalysis`` (no Ray cluster needed) and the job saved beside them.
+
+Example::
+
+    from sweeplab import load_sweep
+    s = load_sweep("sweeps/fashion_cnn")
+    s.dataframe()                      # one row per trial: status, params, last metrics
+    s.best_config()                    # the best trial's full config
+    print(s.table(group_by=["norm"]))  # mean ± std over trials of each group
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from sweeplab.runner import SweepError, locate_sweep, read_job
+from sweeplab.spec import JobSpec
+
+#: Trial statuses shown in tables.
+STATUSES = ("completed", "stopped", "diverged", "error", "unfinished")
+
+_FORMATS = ("markdown", "csv", "latex", "html")
+
+
+class Sweep:
+    """One sweep folder.
+
+    Args:
+        path: the sweep folder (``<storage>/<name>``) or a URI.
+
+    Raises:
+        SweepError: the folder holds no sweep, or no trial has started yet.
+    """
+
+    def __init__(self, path: str) -> None:
+        from ray.tune import ExperimentAnalysis
+
+        self.path = path
+        self.spec: JobSpec = read_job(path)
+        self.metric = self.spec.metric
+        self.mode = self.spec.resolved_mode()
+        try:
+            self._ea = ExperimentAnalysis(path, default_metric=self.metric, default_mode=self.mode)
+        except (ValueError, FileNotFoundError) as exc:
+            raise SweepError(f"{path}: no trial results yet ({exc})") from None
+
+    # -- raw data ---------------------------------------------------------------------------------
+    @property
+    def param_names(self) -> list[str]:
+        """The hyperparameters that vary in this sweep (search space and variant keys)."""
+        names = list(self.spec.search.space)
+        for var in self.spec.search.variants:
+            names += [k for k in var if k != "name" and k not in names]
+        return names
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The metrics the family reports, in its declared order."""
+        return list(self.spec.family().metrics)
+
+    def dataframe(self) -> pd.DataFrame:
+        """One row per trial.
+
+        Columns: ``trial_id``, ``status`` (one of :data:`STATUSES`), ``variant`` (grid variants),
+        the varied hyperparameters, ``seed``, ``training_iteration``, every reported metric of the
+        trial's LAST result, ``train_seconds``, ``node``, ``path`` (the trial folder).
+        """
+        rows = []
+        max_t = self.spec.max_iterations()
+        for trial in self._ea.trials:
+            last = trial.last_result or {}
+            row: dict[str, Any] = {"trial_id": trial.trial_id, "status": _status(trial, last, max_t)}
+            if self.spec.search.variants:
+                row["variant"] = trial.config.get("variant")
+            for p in self.param_names:
+                row[p] = trial.config.get(p)
+            row["seed"] = last.get("seed")
+            row["training_iteration"] = last.get("training_iteration", 0)
+            for m in self.metric_names:
+                row[m] = last.get(m, np.nan)
+            for extra in ("num_params", "train_seconds", "node"):
+                if extra in last:
+                    row[extra] = last[extra]
+            row["path"] = trial.path
+            rows.append(row)
+        df = pd.DataFrame(rows)
+        if not df.empty and self.metric in df:
+            df = df.sort_values(self.metric, ascending=self.mode == "min", na_position="last")
+        return df.reset_index(drop=True)
+
+    def history(self) -> pd.DataFrame:
+        """Every reported result of every trial (one row per trial and iteration), with a
+        ``trial_id`` column: learning curves for plots."""
+        frames = []
+        for trial_path, frame in self._ea.trial_dataframes.items():
+            frame = frame.copy()
+            trial = next((t for t in self._ea.trials if t.path == trial_path), None)
+            frame["trial_id"] = trial.trial_id if trial else Path(trial_path).name
+            frames.append(frame)
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    # -- best ----------------------------------------------------------------------------------------
+    def best_trial(self, metric: str | None = None, mode: str | None = None) -> pd.Series:
+        """The row of the best trial by its last reported ``metric`` (default: the job's),
+        among trials that did not diverge or error.
+
+        Raises:
+            SweepError: when no trial has a finite value of the metric.
+        """
+        metric = metric or self.metric
+        mode = mode or (self.mode if metric == self.metric else self.spec.family().metrics[metric][0])
+        df = self.dataframe()
+        ok = df[df["status"].isin(["completed", "stopped", "unfinished"])] if not df.empty else df
+        ok = ok[np.isfinite(pd.to_numeric(ok.get(metric, pd.Series(dtype=float)), errors="coerce"))] \
+            if not ok.empty else ok
+        if ok.empty:
+            raise SweepError(f"{self.path}: no trial has a finite {metric!r} yet")
+        idx = ok[metric].idxmax() if mode == "max" else ok[metric].idxmin()
+        return ok.loc[idx]
+
+    def best_config(self, metric: str | None = None, mode: str | None = None) -> dict[str, Any]:
+        """The best trial's full hyperparameters (fixed ``train`` values, sampled values and
+        its ``seed``), as a plain dict that the family's Config accepts.
+
+        Raises:
+            SweepError: when no trial has a finite value of the metric.
+        """
+        row = self.best_trial(metric, mode)
+        trial = next(t for t in self._ea.trials if t.trial_id == row["trial_id"])
+        config = {k: v for k, v in trial.config.items() if not k.startswith("__") and k != "variant"}
+        if row.get("seed") is not None and not pd.isna(row.get("seed")):
+            config["seed"] = int(row["seed"])
+        return config
+
+    def best_job(self, metric: str | None = None, mode: str | None = None) -> dict[str, Any]:
+        """A complete job (YAML-ready dict) that re-runs the best config once, no search."""
+        job = self.spec.model_dump(mode="json", exclude_defaults=False)
+        job["name"] = f"{self.spec.name}-best"
+        job["train"] = self.best_config(metric, mode)
+        job["search"] = {"sampler": "grid", "seed": self.spec.search.seed}
+        job["scheduler"] = {"type": "none"}
+        job["repeats"] = 1
+        return job
+
+    # -- tables --------------------------------------------------------------------------------------
+    def summary(self, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
+                include: Iterable[str] = ("completed", "stopped", "unfinished")) -> pd.DataFrame:
+        """Aggregate trials per group: for each metric its mean, std (ddof=1) and n.
+
+        Args:
+            group_by: columns to group on (e.g. ``["variant"]`` or hyperparameter names); default:
+                ``variant`` for grids with variants, else every varied hyperparameter.
+            metrics: metrics to aggregate (default: all the family's metrics).
+            include: trial statuses kept (diverged and errored trials are counted separately
+                in the ``excluded`` column, never averaged).
+
+        Returns:
+            A frame indexed by group with columns ``(metric, "mean"|"std"|"n")``, plus ``trials``
+            and ``excluded``.
+        """
+        df = self.dataframe()
+        group_by = list(group_by) if group_by else self.default_group_by()
+        missing = [g for g in group_by if g not in df.columns]
+        if missing:
+            raise SweepError(f"--group-by {', '.join(missing)}: not a column; choose from "
+                             f"{', '.join(c for c in df.columns if c not in ('path',))}")
+        metrics = list(metrics) if metrics else [m for m in self.metric_names if m in df.columns]
+        keyed = df.assign(**{g: df[g].astype(str) for g in group_by})
+        kept = keyed[keyed["status"].isin(list(include))]
+        agg = {}
+        for m in metrics:
+            values = pd.to_numeric(kept[m], errors="coerce")
+            grouped = values.groupby([kept[g] for g in group_by], sort=False)
+            agg[(m, "mean")] = grouped.mean()
+            agg[(m, "std")] = grouped.std(ddof=1)
+            agg[(m, "n")] = grouped.count()
+        out = pd.DataFrame(agg)
+        counts = keyed.groupby(group_by, sort=False).size()
+        excluded = keyed[~keyed["status"].isin(list(include))].groupby(group_by, sort=False).size()
+        out = out.reindex(counts.index)
+        out[("trials", "")] = counts
+        out[("excluded", "")] = excluded.reindex(counts.index).fillna(0).astype(int)
+        if self.metric in metrics:
+            out = out.sort_values((self.metric, "mean"), ascending=self.mode == "min", na_position="last")
+        return out
+
+    def default_group_by(self) -> list[str]:
+        """``variant`` when the grid has variants, else every varied hyperparameter."""
+        if self.spec.search.variants:
+            return ["variant"]
+        return self.param_names or ["trial_id"]
+
+    def table(self, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
+              fmt: str = "markdown", digits: int = 4) -> str:
+        """The sweep as a printable table.
+
+        Without ``group_by``: one row per trial (status, varied hyperparameters, seed,
+        iterations, metrics). With ``group_by``: one row per group, each metric as
+        ``mean ± std`` over the group's trials with ``n`` (the seeds' tables, with statistics).
+
+        Args:
+            group_by: columns to aggregate over (see :meth:`summary`).
+            metrics: metrics shown (default: all the family's metrics).
+            fmt: ``markdown`` | ``csv`` | ``latex`` | ``html``.
+            digits: significant digits of the numbers.
+
+        Raises:
+            SweepError: unknown format or group column.
+        """
+        if fmt not in _FORMATS:
+            raise SweepError(f"--format {fmt!r}: choose one of {', '.join(_FORMATS)}")
+        if group_by:
+            frame = self._grouped_frame(self.summary(group_by, metrics), digits)
+        else:
+            df = self.dataframe()
+            metrics = list(metrics) if metrics else [m for m in self.metric_names if m in df.columns]
+            cols = ["trial_id", "status"] + (["variant"] if "variant" in df else []) + \
+                [p for p in self.param_names if p in df] + ["seed", "training_iteration"] + metrics + \
+                [c for c in ("num_params", "train_seconds") if c in df and c not in metrics]
+            frame = df[[c for c in cols if c in df.columns]].copy()
+            for c in frame.columns:
+                if pd.api.types.is_float_dtype(frame[c]):
+                    frame[c] = frame[c].map(lambda v: _fmt(v, digits))
+        return _render(frame, fmt)
+
+    def _grouped_frame(self, summary: pd.DataFrame, digits: int) -> pd.DataFrame:
+        out = pd.DataFrame(index=summary.index)
+        metrics = [m for m in dict.fromkeys(c[0] for c in summary.columns) if m not in ("trials", "excluded")]
+        for m in metrics:
+            out[m] = [_pm(mu, sd, digits) for mu, sd in zip(summary[(m, "mean")], summary[(m, "std")])]
+        out["n"] = summary[(metrics[0], "n")] if metrics else 0
+        out["excluded"] = summary[("excluded", "")]
+        return out.reset_index()
+
+    def compare(self, metric: str | None = None, group_by: Iterable[str] | None = None) -> pd.DataFrame:
+        """Welch's t-test (scipy) of each group against the best group on ``metric``.
+
+        Returns:
+            A frame with one row per other group: ``group``, ``mean``, ``diff`` (group − best),
+            ``t``, ``p_value`` (two-sided), ``n``. With fewer than 2 trials in a group the
+            test is undefined and ``p_value`` is NaN.
+        """
+        from scipy import stats
+
+        metric = metric or self.metric
+        group_by = list(group_by) if group_by else self.default_group_by()
+        df = self.dataframe()
+        df = df[df["status"].isin(["completed", "stopped", "unfinished"])]
+        key = df[group_by].astype(str).agg(" / ".join, axis=1)
+        values = {k: pd.to_numeric(df.loc[key == k, metric], errors="coerce").dropna().to_numpy()
+                  for k in key.unique()}
+        mode = self.mode if metric == self.metric else self.spec.family().metrics[metric][0]
+        means = {k: (v.mean() if len(v) else np.nan) for k, v in values.items()}
+        best = (max if mode == "max" else min)(means, key=lambda k: -np.inf if np.isnan(means[k]) else
+                                                (means[k] if mode == "max" else -means[k]))
+        rows = []
+        for k, v in values.items():
+            if k == best:
+                continue
+            b = values[best]
+            if len(v) >= 2 and len(b) >= 2:
+                res = stats.ttest_ind(v, b, equal_var=False)
+                t, p = float(res.statistic), float(res.pvalue)
+            else:
+                t, p = np.nan, np.nan
+            rows.append({"group": k, "mean": means[k], "diff": means[k] - means[best], "t": t,
+                         "p_value": p, "n": len(v)})
+        out = pd.DataFrame(rows)
+        out.attrs["best"] = best
+        return out
+
+
+def _status(trial: Any, last: dict[str, Any], max_t: int) -> str:
+    if last.get("diverged"):
+        return "diverged"
+    status = getattr(trial, "status", "")
+    if status == "ERROR":
+        return "error"
+    if status == "TERMINATED":
+        return "completed" if last.get("training_iteration", 0) >= max_t or last.get("done") else "stopped"
+    return "unfinished"
+
+
+def _fmt(value: Any, digits: int) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return ""
+    if std is None or (isinstance(std, float) and math.isnan(std)):
+        return f"{mean:.{digits}g}"
+    return f"{mean:.{digits}g} ± {std:.2g}"
+
+
+def _render(frame: pd.DataFrame, fmt: str) -> str:
+    if fmt == "markdown":
+        return frame.to_markdown(index=False)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "latex":
+        return frame.to_latex(index=False)
+    return frame.to_html(index=False)
+
+
+def load_sweep(path: str | Path, storage_path: str | None = None) -> Sweep:
+    """Open a sweep by folder, URI or name (looked up under ``storage_path`` /
+    ``$SWEEPLAB_STORAGE`` / ``./sweeps``).
+
+    Raises:
+        SweepError: nothing there holds a sweep.
+    """
+    return Sweep(locate_sweep(str(path), storage_path))

@@ -1,0 +1,205 @@
+"""The ``sweeplab`` command: run, resume, validate, table, best, compare.
+
+Every user error (bad job file, missing data, unknown sweep) prints one ``sweeplab: error:``
+block naming the file/field and the fix, and exits with status 2; no stack trace.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Sequence
+
+import yaml
+
+EXIT_USAGE = 2
+
+
+def _csv(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for the docs and the tests)."""
+    p = argparse.ArgumentParser(prog="sweeplab", description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add_cluster(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--address", help="attach to a running Ray cluster ('auto' or host:port)")
+        sp.add_argument("--storage-path", help="where sweep folders live: a local path, s3://..., gs://... "
+                        "(default: $SWEEPLAB_STORAGE or ./sweeps)")
+        sp.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+        sp.add_argument("--dashboard", action="store_true", help="start Ray's dashboard with a local Ray")
+
+    run = sub.add_parser("run", help="run a job file as a sweep")
+    run.add_argument("job", help="a job file, e.g. tune_jobs/quickstart.yaml")
+    run.add_argument("--name", help="the sweep's folder name (default: the job's name)")
+    run.add_argument("--num-samples", type=int, help="override search.num_samples")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
+                     help="override any job field, e.g. --set train.epochs=2 (repeatable)")
+    run.add_argument("--quiet", action="store_true", help="no per-trial progress from Ray Tune")
+    add_cluster(run)
+
+    res = sub.add_parser("resume", help="continue an interrupted sweep")
+    res.add_argument("sweep", help="the sweep's folder, or its name under --storage-path")
+    res.add_argument("--restart-errored", action="store_true",
+                     help="restart errored trials from scratch instead of from their last checkpoint")
+    add_cluster(res)
+
+    val = sub.add_parser("validate", help="check a job file without starting Ray")
+    val.add_argument("job")
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
+    val.add_argument("--num-samples", type=int)
+
+    tab = sub.add_parser("table", help="print a sweep's results table")
+    tab.add_argument("sweep")
+    tab.add_argument("--group-by", type=_csv, help="aggregate mean ± std over trials per group, e.g. variant")
+    tab.add_argument("--metrics", type=_csv, help="metrics to show (default: all reported)")
+    tab.add_argument("--format", default="markdown", help="markdown | csv | latex | html")
+    tab.add_argument("--digits", type=int, default=4)
+    tab.add_argument("--storage-path")
+
+    best = sub.add_parser("best", help="print the best trial's config as a re-runnable job (YAML)")
+    best.add_argument("sweep")
+    best.add_argument("--metric", help="rank by this metric (default: the job's)")
+    best.add_argument("--mode", choices=["min", "max"])
+    best.add_argument("--config-only", action="store_true", help="print only the hyperparameters")
+    best.add_argument("--storage-path")
+
+    cmp_ = sub.add_parser("compare", help="Welch's t-test of each group against the best group")
+    cmp_.add_argument("sweep")
+    cmp_.add_argument("--metric")
+    cmp_.add_argument("--group-by", type=_csv)
+    cmp_.add_argument("--storage-path")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sweeplab`` command; returns the exit status."""
+    from sweeplab.datasets.base import DatasetError
+    from sweeplab.runner import SweepError
+    from sweeplab.spec import SpecError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except (SpecError, SweepError, DatasetError) as exc:
+        print(f"sweeplab: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyError as exc:  # unknown trainable looked up outside the spec
+        print(f"sweeplab: error: {exc.args[0]}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def _overrides(args: argparse.Namespace) -> list[str]:
+    items = list(args.overrides)
+    if getattr(args, "num_samples", None) is not None:
+        items.append(f"search.num_samples={args.num_samples}")
+    return items
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        return _validate(args)
+    if args.command == "run":
+        return _run(args)
+    if args.command == "resume":
+        return _resume(args)
+    if args.command == "table":
+        from sweeplab.analysis import load_sweep
+
+        sweep = load_sweep(args.sweep, args.storage_path)
+        print(sweep.table(group_by=args.group_by, metrics=args.metrics, fmt=args.format, digits=args.digits))
+        return 0
+    if args.command == "best":
+        from sweeplab.analysis import load_sweep
+
+        sweep = load_sweep(args.sweep, args.storage_path)
+        if args.config_only:
+            print(yaml.safe_dump(sweep.best_config(args.metric, args.mode), sort_keys=False), end="")
+        else:
+            print(yaml.safe_dump(sweep.best_job(args.metric, args.mode), sort_keys=False), end="")
+        return 0
+    if args.command == "compare":
+        from sweeplab.analysis import load_sweep
+
+        sweep = load_sweep(args.sweep, args.storage_path)
+        out = sweep.compare(args.metric, args.group_by)
+        print(f"best group: {out.attrs.get('best')}")
+        print(out.to_markdown(index=False, floatfmt=".4g") if not out.empty else "(one group only)")
+        return 0
+    raise AssertionError(args.command)
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from sweeplab.spec import load_spec
+
+    spec = load_spec(args.job, _overrides(args))
+    fam = spec.family()
+    print(f"{args.job}: OK")
+    print(f"  trainable   {spec.trainable} ({fam.__doc__.strip().splitlines()[0] if fam.__doc__ else ''})")
+    print(f"  data        {spec.data.name} from {spec.data.resolved_root() or '(shipped with a package)'}")
+    print(f"  search      {spec.search.sampler}, {spec.total_trials()} trials"
+          f" ({spec.repeats} seed{'s' if spec.repeats > 1 else ''} each)")
+    print(f"  objective   {spec.resolved_mode()} {spec.metric}")
+    sched = spec.scheduler
+    if sched.type == "asha":
+        print(f"  scheduler   ASHA max_t={spec.max_iterations()} grace_period={sched.grace_period} "
+              f"reduction_factor={sched.reduction_factor:g}")
+    else:
+        print(f"  scheduler   none ({spec.max_iterations()} iterations a trial)")
+    print(f"  resources   {spec.resources.cpu:g} CPU, {spec.resources.gpu:g} GPU per trial")
+    return 0
+
+
+def _finish(exp_path: str) -> int:
+    from sweeplab.analysis import load_sweep
+
+    sweep = load_sweep(exp_path)
+    df = sweep.dataframe()
+    print()
+    print(f"## {sweep.spec.name}: {len(df)} trials  ({exp_path})")
+    print(sweep.table(digits=4))
+    if sweep.spec.repeats > 1 or sweep.spec.search.variants:
+        print()
+        print(sweep.table(group_by=sweep.default_group_by(), digits=4))
+    counts = df["status"].value_counts().to_dict() if not df.empty else {}
+    print()
+    print("status: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+    try:
+        print(f"\n## best trial by {sweep.mode} {sweep.metric}:")
+        print(yaml.safe_dump(sweep.best_config(), sort_keys=False), end="")
+    except Exception as exc:  # noqa: BLE001
+        print(f"(no best trial: {exc})")
+    print(f"\nTensorBoard:  tensorboard --logdir {exp_path}")
+    print(f"Python:       from sweeplab import load_sweep; s = load_sweep({exp_path!r})")
+    if counts.get("unfinished"):
+        print(f"\n{counts['unfinished']} trial(s) unfinished: continue with  sweeplab resume {exp_path}")
+        return 1
+    if df.empty or counts.get("error", 0) == len(df):
+        return 1
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sweeplab.runner import run_sweep
+    from sweeplab.spec import load_spec
+
+    spec = load_spec(args.job, _overrides(args))
+    exp_path, _ = run_sweep(spec, address=args.address, storage_path=args.storage_path, name=args.name,
+                            num_cpus=args.num_cpus, dashboard=args.dashboard, verbose=0 if args.quiet else 1)
+    return _finish(exp_path)
+
+
+def _resume(args: argparse.Namespace) -> int:
+    from sweeplab.runner import resume_sweep
+
+    exp_path, _ = resume_sweep(args.sweep, storage_path=args.storage_path, address=args.address,
+                               num_cpus=args.num_cpus, dashboard=args.dashboard,
+                               restart_errored=args.restart_errored)
+    return _finish(exp_path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

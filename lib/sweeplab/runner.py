@@ -1,0 +1,410 @@
+"""From a validated :class:`~sweeplab.spec.JobSpec` to a Ray Tune ``Tuner`` run, and back (resume).
+
+The dataset is read once here, in the driver, and handed to every trial through Ray's object
+store (``tune.with_parameters``). Searchers: Optuna (TPE, random, CMA-ES) through Ray Tune's
+``OptunaSearch`` with a define-by-run space (so conditional parameters work), Ray Tune's own
+``BasicVariantGenerator`` for grids; ``Repeater`` runs each Optuna configuration with several
+seeds. Scheduling: ``ASHAScheduler``. Logging: Ray Tune's CSV/JSON loggers plus
+:class:`~sweeplab.tensorboard.HParamsLoggerCallback`.
+
+Every sweep folder holds ``sweeplab_job.yaml``, the validated job with every override applied
+and the data root made absolute, so ``sweeplab resume`` and ``sweeplab table`` need nothing else.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sweeplab.spec import CategoricalParam, FloatParam, IntParam, JobSpec, SpecError, validate_spec
+
+logger = logging.getLogger(__name__)
+
+#: The validated job, saved in every sweep folder.
+JOB_FILE = "sweeplab_job.yaml"
+
+
+class SweepError(RuntimeError):
+    """A sweep cannot start or resume; the message says why and what to do."""
+
+
+def default_storage_path() -> Path:
+    """Where sweeps go when neither ``--storage-path`` nor ``storage_path:`` is given:
+    ``$SWEEPLAB_STORAGE``, else ``./sweeps`` (absolute)."""
+    return Path(os.environ.get("SWEEPLAB_STORAGE", "sweeps")).expanduser().absolute()
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def resolve_storage(spec: JobSpec, override: str | None = None) -> str:
+    """The storage path as Ray wants it: an absolute local path or a URI (``s3://``, ``gs://``)."""
+    raw = override or spec.storage_path
+    if raw is None:
+        return str(default_storage_path())
+    if _is_uri(raw):
+        return raw.rstrip("/")
+    return str(Path(os.path.expandvars(raw)).expanduser().absolute())
+
+
+# ------------------------------------------------------------------------------------------------
+# Data
+# ------------------------------------------------------------------------------------------------
+def prepare_data(spec: JobSpec):
+    """Read the job's dataset once and cut it as ``data:`` says (subset, validation split).
+
+    Returns:
+        The :class:`~sweeplab.datasets.base.DataBundle` every trial receives.
+
+    Raises:
+        DatasetError: unreadable data; SpecError: data the family cannot use.
+    """
+    from sweeplab.datasets.base import load_dataset
+
+    d = spec.data
+    bundle = load_dataset(d.name, d.resolved_root(), download=d.download, options=d.options)
+    bundle = bundle.subset(d.train_fraction, d.test_fraction, seed=d.subset_seed)
+    if d.val_fraction > 0 and bundle.x_val is None:
+        bundle = bundle.split_validation(d.val_fraction, seed=d.subset_seed)
+    try:
+        spec.family().check_data(bundle, spec.family_config())
+    except ValueError as exc:
+        raise SpecError(f"data: {spec.trainable} cannot use dataset {d.name!r}: {exc}") from None
+    return bundle
+
+
+# ------------------------------------------------------------------------------------------------
+# Search
+# ------------------------------------------------------------------------------------------------
+class DefineByRunSpace:
+    """The search space as an Optuna define-by-run function (picklable, so resumable).
+
+    A conditional parameter is suggested only when its ``when`` condition holds for the values
+    suggested before it.
+    """
+
+    def __init__(self, space: dict[str, Any]) -> None:
+        self.space = space
+
+    def __call__(self, trial: Any) -> None:
+        from sweeplab.spec import _condition_holds
+
+        values: dict[str, Any] = {}
+        for name, p in self.space.items():
+            if not _condition_holds(p.when, values):
+                continue
+            if isinstance(p, FloatParam):
+                values[name] = trial.suggest_float(name, p.low, p.high, log=p.log, step=p.step)
+            elif isinstance(p, IntParam):
+                values[name] = trial.suggest_int(name, p.low, p.high, step=p.step, log=p.log)
+            elif isinstance(p, CategoricalParam):
+                values[name] = trial.suggest_categorical(name, p.values)
+        return None
+
+
+def build_search(spec: JobSpec):
+    """The search algorithm and the number of trials for a job.
+
+    Returns:
+        ``(search_alg, num_trials)``.
+    """
+    from ray.tune.search import BasicVariantGenerator, Repeater
+
+    s = spec.search
+    if s.sampler == "grid":
+        points = [{**p, "__trial_index__": r} for p in s.grid_points() for r in range(spec.repeats)]
+        return BasicVariantGenerator(points_to_evaluate=points, random_state=s.seed), len(points)
+
+    import optuna
+    from ray.tune.search.optuna import OptunaSearch
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if s.sampler == "tpe":
+        startup = min(10, max(3, s.num_samples // 3))
+        sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup, multivariate=True,
+                                             group=True, warn_independent_sampling=False)
+    elif s.sampler == "random":
+        sampler = optuna.samplers.RandomSampler(seed=s.seed)
+    else:
+        sampler = optuna.samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False)
+    if not s.space:
+        raise SpecError(f"search.space: sampler {s.sampler!r} needs at least one parameter to sample; "
+                        "use sampler: grid to run fixed configurations")
+    alg = OptunaSearch(space=DefineByRunSpace(dict(s.space)), metric=spec.metric,
+                       mode=spec.resolved_mode(), sampler=sampler)
+    if spec.repeats > 1:
+        alg = Repeater(alg, repeat=spec.repeats, set_index=True)
+    return alg, s.num_samples * spec.repeats
+
+
+def build_scheduler(spec: JobSpec):
+    """ASHA as the job says, or None (Ray's FIFO)."""
+    if spec.scheduler.type == "none":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="training_iteration", max_t=spec.max_iterations(),
+                         grace_period=spec.scheduler.grace_period,
+                         reduction_factor=spec.scheduler.reduction_factor)
+
+
+# ------------------------------------------------------------------------------------------------
+# Tuner
+# ------------------------------------------------------------------------------------------------
+def make_trainable(spec: JobSpec, data: Any):
+    """The shared trial loop bound to this job's family, data (via the object store) and
+    per-trial resources."""
+    from ray import tune
+
+    from sweeplab.trainables.base import run_trial
+
+    settings = {"cpus": spec.resources.cpu, "checkpoint_every": spec.checkpoint.every,
+                "media_every": spec.logging.media_every}
+    fn = tune.with_parameters(run_trial, data=data, family=spec.trainable, settings=settings)
+    return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
+
+
+def _callbacks(spec: JobSpec) -> list[Any]:
+    from sweeplab.tensorboard import HParamsLoggerCallback
+
+    params = list(spec.search.space) + sorted({k for v in spec.search.variants for k in v if k != "name"})
+    return [HParamsLoggerCallback(params, list(spec.family().metrics))]
+
+
+def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
+    """Start (or attach to) Ray once per process.
+
+    Args:
+        address: ``None`` starts a local Ray; ``"auto"`` or ``host:port`` attaches to a cluster.
+        num_cpus: CPUs of the local Ray (default: all of this machine's).
+        dashboard: start Ray's dashboard with a local Ray (off by default: faster start-up).
+    """
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+    else:
+        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, logging_level=logging.WARNING)
+
+
+def check_resources(spec: JobSpec) -> None:
+    """Fail fast when no node can ever hold one trial (instead of Ray waiting forever).
+
+    Raises:
+        SweepError: naming the resource, what a trial asks for and the largest node.
+    """
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if not nodes or os.environ.get("SWEEPLAB_ALLOW_PENDING") == "1":
+        return
+    max_cpu = max(n["Resources"].get("CPU", 0.0) for n in nodes)
+    max_gpu = max(n["Resources"].get("GPU", 0.0) for n in nodes)
+    if spec.resources.cpu > max_cpu:
+        raise SweepError(f"resources.cpu: a trial asks for {spec.resources.cpu} CPUs but the largest node has "
+                         f"{max_cpu:g}; lower resources.cpu (or set SWEEPLAB_ALLOW_PENDING=1 on an autoscaling "
+                         "cluster that will add bigger nodes)")
+    if spec.resources.gpu > max_gpu:
+        raise SweepError(f"resources.gpu: a trial asks for {spec.resources.gpu} GPUs but the largest node has "
+                         f"{max_gpu:g}; set resources.gpu: 0 for CPU trials (or SWEEPLAB_ALLOW_PENDING=1 on an "
+                         "autoscaling cluster that will add GPU nodes)")
+
+
+def check_storage(storage: str) -> None:
+    """A local storage path is only safe on a one-node cluster (since Ray 2.7 results are not
+    synced to the head node).
+
+    Raises:
+        SweepError: on a multi-node cluster with a local path.
+    """
+    import ray
+
+    if _is_uri(storage) or os.environ.get("SWEEPLAB_SHARED_FS") == "1":
+        return
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if len(nodes) > 1 and not _on_shared_filesystem(storage):
+        raise SweepError(
+            f"--storage-path {storage!r} is local to this machine, but the cluster has {len(nodes)} nodes: "
+            "trials on other nodes could not write their results there. Use s3://bucket/path, gs://..., "
+            "or a shared filesystem mounted on every node (then set SWEEPLAB_SHARED_FS=1)")
+
+
+def _on_shared_filesystem(path: str) -> bool:
+    """True if ``path`` lives on a network filesystem (NFS, CIFS, Lustre, ...)."""
+    shared = {"nfs", "nfs4", "cifs", "smbfs", "lustre", "gpfs", "beegfs", "fuse.sshfs", "ceph", "glusterfs",
+              "fuse.juicefs", "fuse.gcsfuse", "fuse.s3fs", "efs"}
+    try:
+        best, fstype = "", ""
+        with open("/proc/mounts") as fh:
+            for line in fh:
+                parts = line.split()
+                if len(parts) >= 3 and path.startswith(parts[1]) and len(parts[1]) > len(best):
+                    best, fstype = parts[1], parts[2]
+        return fstype in shared
+    except OSError:
+        return False
+
+
+def experiment_path(storage: str, name: str) -> str:
+    """The sweep folder: ``<storage>/<name>``."""
+    return f"{storage}/{name}" if _is_uri(storage) else str(Path(storage) / name)
+
+
+def save_job(spec: JobSpec, path: str) -> None:
+    """Write the validated job (data root absolute) into the sweep folder."""
+    dumped = spec.model_dump(mode="json")
+    root = spec.data.resolved_root()
+    if root is not None:
+        dumped["data"]["root"] = str(root)
+    text = yaml.safe_dump(dumped, sort_keys=False)
+    if _is_uri(path):
+        import pyarrow.fs as pafs
+
+        fs, p = pafs.FileSystem.from_uri(path)
+        fs.create_dir(p, recursive=True)
+        with fs.open_output_stream(f"{p}/{JOB_FILE}") as fh:
+            fh.write(text.encode())
+    else:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        tmp = Path(path) / (JOB_FILE + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, Path(path) / JOB_FILE)
+
+
+def read_job(path: str) -> JobSpec:
+    """The job saved in a sweep folder.
+
+    Raises:
+        SweepError: if the folder holds no sweeplab sweep.
+    """
+    try:
+        if _is_uri(path):
+            import pyarrow.fs as pafs
+
+            fs, p = pafs.FileSystem.from_uri(path)
+            with fs.open_input_stream(f"{p}/{JOB_FILE}") as fh:
+                raw = yaml.safe_load(fh.read().decode())
+        else:
+            raw = yaml.safe_load((Path(path) / JOB_FILE).read_text())
+    except (FileNotFoundError, OSError):
+        raise SweepError(f"{path}: holds no sweeplab sweep (no {JOB_FILE}); give the folder that "
+                         "`sweeplab run` printed, or the sweep's name with --storage-path") from None
+    return validate_spec(raw, source=f"{path}/{JOB_FILE}", check_data=False)
+
+
+def _has_tuner_state(path: str) -> bool:
+    if _is_uri(path):
+        import pyarrow.fs as pafs
+
+        fs, p = pafs.FileSystem.from_uri(path)
+        return fs.get_file_info(f"{p}/tuner.pkl").type != pafs.FileType.NotFound
+    return (Path(path) / "tuner.pkl").exists()
+
+
+def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | None = None,
+              name: str | None = None, num_cpus: int | None = None, dashboard: bool = False,
+              verbose: int = 1):
+    """Run a job as a Ray Tune sweep and return ``(experiment_path, ResultGrid)``.
+
+    Args:
+        spec: the validated job.
+        address: attach to this Ray cluster (``"auto"``, ``"host:6379"``) instead of a local Ray.
+        storage_path: where the sweep folder goes (local path, ``s3://``, ``gs://``).
+        name: the sweep's folder name (default: ``spec.name``).
+        num_cpus: CPUs of a local Ray (default: all).
+        dashboard: start Ray's dashboard with a local Ray.
+        verbose: Ray Tune's progress verbosity (0 silent, 1 default, 2 per result).
+
+    Raises:
+        SweepError: the folder already holds a sweep, or resources/storage cannot work.
+        DatasetError: unreadable data.
+    """
+    from ray import tune
+
+    name = name or spec.name or "sweep"
+    spec = spec.model_copy(update={"name": name})
+    storage = resolve_storage(spec, storage_path)
+    exp_path = experiment_path(storage, name)
+    if _has_tuner_state(exp_path):
+        raise SweepError(f"{exp_path} already holds a sweep; continue it with `sweeplab resume {exp_path}` "
+                         "or start another with --name")
+    data = prepare_data(spec)  # before Ray starts: bad data fails fast
+    init_ray(address, num_cpus, dashboard)
+    check_resources(spec)
+    if address:
+        check_storage(storage)
+    save_job(spec, exp_path)
+    search_alg, num_trials = build_search(spec)
+    tuner = tune.Tuner(
+        make_trainable(spec, data),
+        param_space=dict(spec.train),
+        tune_config=tune.TuneConfig(
+            metric=spec.metric, mode=spec.resolved_mode(), search_alg=search_alg,
+            scheduler=build_scheduler(spec), num_samples=num_trials,
+            max_concurrent_trials=spec.search.max_concurrent, time_budget_s=spec.search.time_budget_s,
+            reuse_actors=False),
+        run_config=tune.RunConfig(
+            name=name, storage_path=storage, verbose=verbose,
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+            failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
+            callbacks=_callbacks(spec)),
+    )
+    return exp_path, tuner.fit()
+
+
+def locate_sweep(name_or_path: str, storage_path: str | None = None) -> str:
+    """Find a sweep folder from a path, a URI, or a name under the storage path.
+
+    Raises:
+        SweepError: nothing there holds a sweep.
+    """
+    if _is_uri(name_or_path):
+        return name_or_path.rstrip("/")
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        return str(p.absolute())
+    storage = storage_path or str(default_storage_path())
+    candidate = experiment_path(storage if _is_uri(storage) else str(Path(storage).expanduser().absolute()),
+                                name_or_path)
+    if _is_uri(candidate) or Path(candidate).is_dir():
+        return candidate
+    raise SweepError(f"no sweep named {name_or_path!r}: {candidate} does not exist; give the sweep's folder "
+                     "or pass --storage-path where it was written")
+
+
+def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address: str | None = None,
+                 num_cpus: int | None = None, dashboard: bool = False, restart_errored: bool = False):
+    """Continue an interrupted sweep (Ctrl-C, killed driver, lost node).
+
+    Finished trials are kept as they are; unfinished ones continue from their last checkpoint;
+    errored ones are resumed from their checkpoint (or restarted with ``restart_errored``).
+
+    Returns:
+        ``(experiment_path, ResultGrid)``.
+
+    Raises:
+        SweepError: the path holds no sweep.
+    """
+    from ray import tune
+
+    exp_path = locate_sweep(name_or_path, storage_path)
+    spec = read_job(exp_path)
+    if not _has_tuner_state(exp_path):
+        raise SweepError(f"{exp_path}: the sweep never started (no tuner.pkl); run it again with `sweeplab run`")
+    from sweeplab.spec import _semantic_problems
+
+    problems = _semantic_problems(spec, check_data=True)
+    if problems:
+        raise SpecError("\n".join(f"{exp_path}/{JOB_FILE}: {p}" for p in problems))
+    data = prepare_data(spec)
+    init_ray(address, num_cpus, dashboard)
+    tuner = tune.Tuner.restore(exp_path, trainable=make_trainable(spec, data),
+                               resume_unfinished=True, resume_errored=not restart_errored,
+                               restart_errored=restart_errored)
+    return exp_path, tuner.fit()
