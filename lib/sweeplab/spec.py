@@ -143,33 +143,42 @@ class SearchSpec(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "SearchSpec":
-        names = list(self.space)
-        for i, (name, p) in enumerate(self.space.items()):
+        for name, p in self.space.items():
             for dep, want in (p.when or {}).items():
                 if dep not in self.space:
-                    raise ValueError(f"space.{name}.when names {dep!r}, which is not a parameter of the space")
-                if names.index(dep) > i:
-                    raise ValueError(f"space.{name}.when names {dep!r}, which must come before {name!r} in space")
+                    raise ValueError(f"search.space.{name}.when names {dep!r}, which is not a parameter "
+                                     f"of the space ({', '.join(self.space)})")
                 dep_p = self.space[dep]
                 wants = want if isinstance(want, list) else [want]
                 if isinstance(dep_p, CategoricalParam):
                     bad = [w for w in wants if w not in dep_p.values]
                     if bad:
-                        raise ValueError(f"space.{name}.when: {dep}={bad[0]!r} is not one of {dep_p.values}")
+                        raise ValueError(f"search.space.{name}.when: {dep}={bad[0]!r} is not one of "
+                                         f"{dep_p.values}")
+        # conditions first: a parameter is sampled after every parameter its `when` names
+        ordered: dict[str, Any] = {}
+        pending = dict(self.space)
+        while pending:
+            ready = [n for n, p in pending.items() if all(d in ordered for d in (p.when or {}))]
+            if not ready:
+                raise ValueError(f"search.space: the when: conditions of {', '.join(pending)} form a cycle")
+            for n in ready:
+                ordered[n] = pending.pop(n)
+        self.space = ordered
         if self.variants and self.sampler != "grid":
-            raise ValueError("variants need sampler: grid (they are an explicit list of configurations)")
+            raise ValueError("search.variants need sampler: grid (they are an explicit list of configurations)")
         seen = set()
         for i, v in enumerate(self.variants):
             if "name" not in v or not isinstance(v["name"], str):
-                raise ValueError(f"variants[{i}] needs a string name: (it labels the table rows)")
+                raise ValueError(f"search.variants[{i}] needs a string name: (it labels the table rows)")
             if v["name"] in seen:
-                raise ValueError(f"variants[{i}]: the name {v['name']!r} is used twice")
+                raise ValueError(f"search.variants[{i}]: the name {v['name']!r} is used twice")
             seen.add(v["name"])
         if self.sampler == "grid":
             for name, p in self.space.items():
                 if isinstance(p, FloatParam):
                     raise ValueError(
-                        f"space.{name}: a float range cannot be gridded; use type: categorical with values")
+                        f"search.space.{name}: a float range cannot be gridded; use type: categorical with values")
         return self
 
     def grid_points(self) -> list[dict[str, Any]]:
@@ -405,7 +414,10 @@ def _pydantic_lines(exc: ValidationError) -> list[str]:
         suffix = f" (got {got!r})" if err["type"] not in ("missing", "extra_forbidden") and _short(got) else ""
         if err["type"] == "extra_forbidden":
             suffix = ""
-        lines.append(f"{loc or '<top>'}: {msg}{suffix}")
+        if loc and msg.startswith(loc + "."):
+            lines.append(f"{msg}{suffix}")  # a section validator already named the full field
+        else:
+            lines.append(f"{loc or '<top>'}: {msg}{suffix}")
     return lines
 
 
@@ -439,6 +451,8 @@ def _semantic_problems(spec: JobSpec, *, check_data: bool) -> list[str]:
                 else:
                     got = err.get("input")
                     errs.append(f"{key}: {err['msg'].removeprefix('Value error, ')} (got {got!r})")
+            if where == "train":
+                return "; ".join(f"train.{e}" for e in errs)
             return f"{where}: " + "; ".join(errs)
         return None
 

@@ -1,0 +1,33 @@
+"""Shared test setup: one Ray instance per test session, tiny data written in real formats."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))  # tests/datafiles.py
+
+os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray for the whole session (2 CPUs, no dashboard); every sweep test shares it."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                 runtime_env={"env_vars": {"OMP_NUM_THREADS": "1"}})
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> Path:
+    """A fresh storage path for sweep folders."""
+    p = tmp_path / "sweeps"
+    p.mkdir()
+    return p
