@@ -285,7 +285,7 @@ def _status(trial: Any, last: dict[str, Any], max_t: int) -> str:
     if status == "ERROR":
         return "error"
     if status == "TERMINATED":
-        return "completed" if last.get("training_iteration", 0) >= max_t or last.get("done") else "stopped"
+        return "completed" if last.get("training_iteration", 0) >= max_t else "stopped"
     return "unfinished"
 
 

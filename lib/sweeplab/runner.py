@@ -175,6 +175,11 @@ def _callbacks(spec: JobSpec) -> list[Any]:
     return [HParamsLoggerCallback(params, list(spec.family().metrics))]
 
 
+def _trial_name(trial: Any) -> str:
+    """Short trial folder names (``trial_<id>``); the parameters are in params.json and the tables."""
+    return f"trial_{trial.trial_id}"
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Start (or attach to) Ray once per process.
 
@@ -185,6 +190,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
     """
     import ray
 
+    # Ray's warning about frequent experiment snapshots is expected with per-epoch checkpoints.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     if ray.is_initialized():
         return
     if address:
@@ -348,7 +355,7 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
             metric=spec.metric, mode=spec.resolved_mode(), search_alg=search_alg,
             scheduler=build_scheduler(spec), num_samples=num_trials,
             max_concurrent_trials=spec.search.max_concurrent, time_budget_s=spec.search.time_budget_s,
-            reuse_actors=False),
+            reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=verbose,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
