@@ -1,0 +1,301 @@
+"""The ``variational_mnist`` model family: the conjugated mixture model clustering MNIST.
+
+Model, objective, initialisation and metrics follow ``shared/specs/variational_mnist.md``; the
+runs reproduced are in ``shared/seeds/variational_mnist_runs.md``. Training is step based: one
+Ray Tune ``training_iteration`` is ``steps_per_iteration`` Adam steps on batches drawn with
+replacement, so ASHA can stop a bad configuration long before its ``steps`` budget is spent.
+Images are quantised to Binomial counts ``x = round(pixel · n / 255)`` with ``n = pixel_levels``
+(16).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from sweeplab.datasets.base import DataBundle
+from sweeplab.metrics import clustering as cm
+from sweeplab.models.variational_mnist import ConjugatedMixture
+from sweeplab.trainables.base import FamilyConfig, ModelFamily, register_family
+
+#: Metrics computed by :meth:`VariationalMNISTFamily.evaluate` on a split (test; ``val_*`` too
+#: when the job carves a validation split).
+_EVAL_METRICS: dict[str, tuple[str, str]] = {
+    "nmi": ("max", "sklearn normalized_mutual_info_score(labels, argmax_k q(k|x))"),
+    "cluster_accuracy": ("max", "accuracy after mapping each cluster to its majority label, fraction"),
+    "active_clusters": ("max", "clusters that at least one image is assigned to (argmax), count"),
+    "elbo": ("max", "mean ELBO per image (beta = 1; E_q[psi] by Monte Carlo), nats"),
+    "kl": ("min", "mean exact KL(q(y,k|x) || p(y,k)) per image, nats"),
+}
+
+
+def quantise(images: np.ndarray, levels: int = 16) -> np.ndarray:
+    """Binomial counts of the spec: ``x = round(pixel · levels / 255)``, flattened.
+
+    Args:
+        images: ``uint8`` ``[N, C, H, W]`` with values 0..255.
+        levels: Binomial trials per pixel ``n`` (16).
+
+    Returns:
+        ``uint8`` ``[N, C·H·W]`` with values in ``0..levels`` (no ties occur: ``255`` is odd).
+    """
+    flat = images.reshape(len(images), -1).astype(np.float32)
+    return np.rint(flat * (levels / 255.0)).astype(np.uint8)
+
+
+@register_family
+class VariationalMNISTFamily(ModelFamily):
+    """The conjugated mixture model (``shared/specs/variational_mnist.md``) as a sweepable family.
+
+    Training: Adam, learning rate rising linearly over ``lr_warmup_steps`` then constant;
+    ``β = min(1, step / kl_warmup_steps)`` weights both the KL and the conjugation penalty.
+    Evaluation uses the test split (the first ``eval_limit`` images when set) and, when the job
+    sets ``data.val_fraction``, the validation split as ``val_*``; its Monte-Carlo draws come
+    from a generator seeded by ``(seed, step)``, so evaluation never touches the training RNG
+    and a resumed trial evaluates exactly as an uninterrupted one. Iterations between
+    evaluations repeat the last evaluated metrics (``eval_step`` says when they were computed).
+    """
+
+    name: ClassVar[str] = "variational_mnist"
+
+    class Config(FamilyConfig):
+        """Hyperparameters of ``variational_mnist``; defaults are the best run (run 37)."""
+
+        n_latent: int = Field(128, ge=1, description="L, Bernoulli latents")
+        n_clusters: int = Field(30, ge=1, description="K, mixture components")
+        interaction: Literal["full", "hierarchical"] = Field(
+            "full", description="full: cluster-specific b_k, W_k in the likelihood; hierarchical: eta = theta_X + W y")
+        mode: Literal["gradient", "analytical"] = Field(
+            "gradient", description="gradient: rho learned; analytical: rho fitted by least squares every step")
+        steps: int = Field(300_000, ge=1, description="total optimisation steps")
+        steps_per_iteration: int = Field(1000, ge=1, description="steps in one Ray Tune training_iteration")
+        lr: float = Field(1.5e-3, gt=0, description="Adam learning rate after warmup")
+        lr_warmup_steps: int = Field(500, ge=0, description="steps of the linear learning-rate ramp from 0")
+        kl_warmup_steps: int | None = Field(
+            None, ge=0, description="steps of the beta ramp 0 -> 1 (set this or kl_warmup_fraction)")
+        kl_warmup_fraction: float | None = Field(
+            None, ge=0, le=1, description="beta ramp length as a fraction of steps; default 0.4 "
+                                          "(run 37: 120K of 300K) when neither is set")
+        conj_weight: float = Field(0.1, ge=0, description="w_conj, weight of Var_p[f] (times beta)")
+        entropy_weight: float = Field(5.0, ge=0, description="w_ent, bonus on H[p(k)]")
+        posterior_entropy_weight: float = Field(10.0, ge=0, description="w_post, bonus on H[mean_batch q(k|x)]")
+        batch_size: int = Field(512, ge=1, description="images per step, drawn with replacement")
+        mc_samples: int = Field(10, ge=1, description="S, posterior samples of E_q[psi_X(eta)]")
+        prior_samples: int = Field(1024, ge=2, description="prior samples of the conjugation penalty")
+        r2_samples: int = Field(10_000, ge=2, description="prior samples of the r2 metric")
+        score_baseline: Literal["leave_one_out", "mean"] = Field(
+            "leave_one_out", description="baseline of the score-function gradient: leave_one_out is "
+                                         "unbiased; mean (the spec's wording) shrinks it by (S-1)/S")
+        pixel_levels: int = Field(16, ge=1, description="Binomial trials n; x = round(pixel * n / 255)")
+        eval_every: int = Field(1, ge=1, description="evaluate every N iterations (and the first and last)")
+        eval_limit: int | None = Field(None, ge=1, description="evaluate on the first N test images only")
+        eval_batch_size: int = Field(1000, ge=1, description="images per evaluation batch (memory only)")
+
+        @model_validator(mode="after")
+        def _one_kl_warmup(self) -> "VariationalMNISTFamily.Config":
+            if self.kl_warmup_steps is not None and self.kl_warmup_fraction is not None:
+                raise ValueError("set kl_warmup_steps or kl_warmup_fraction, not both")
+            return self
+
+        def kl_warmup(self) -> int:
+            """Length of the β ramp in steps (``kl_warmup_steps``, or ``round(fraction·steps)``)."""
+            if self.kl_warmup_steps is not None:
+                return self.kl_warmup_steps
+            fraction = 0.4 if self.kl_warmup_fraction is None else self.kl_warmup_fraction
+            return int(round(fraction * self.steps))
+
+    metrics: ClassVar[dict[str, tuple[str, str]]] = {
+        "train_loss": ("min", "mean training loss over the iteration's steps (beta-weighted objective)"),
+        "train_elbo": ("max", "mean batch ELBO (beta = 1) over the iteration's steps, nats"),
+        **_EVAL_METRICS,
+        "r2": ("max", "clip(1 - Var[f]/Var[psi_X(eta)], -10, 1) over r2_samples prior samples"),
+        "rho_norm": ("max", "||rho||_2 (informational)"),
+        "beta": ("max", "KL / conjugation weight at the iteration's last step (informational)"),
+        "lr": ("max", "learning rate at the iteration's last step (informational)"),
+        "step": ("max", "optimisation steps done"),
+        "eval_step": ("max", "step at which the reported evaluation metrics were computed"),
+        **{f"val_{k}": (mode, desc + " (validation split; only when data.val_fraction > 0)")
+           for k, (mode, desc) in _EVAL_METRICS.items()},
+    }
+
+    def __init__(self, config: Config, data: DataBundle, device: torch.device) -> None:
+        super().__init__(config, data, device)
+        self.check_data(data, config)
+        cfg = config
+        n = cfg.pixel_levels
+        self.x_train = torch.from_numpy(quantise(data.x_train, n))  # [N, D] uint8, one copy
+        self.model = ConjugatedMixture(
+            self.x_train.shape[1], cfg.n_latent, cfg.n_clusters, interaction=cfg.interaction,
+            mode=cfg.mode, n_trials=n, score_baseline=cfg.score_baseline)
+        pixel_mean = self.x_train.float().mean(0) / n
+        self.model.reset_parameters(pixel_mean, generator=self.generator)
+        self.model.to(device)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        # sampling on an accelerator needs a generator of that device; on CPU the family's own
+        # (checkpointed) generator drives everything
+        self.rng = (self.generator if device.type == "cpu"
+                    else torch.Generator(device=device).manual_seed(cfg.seed))
+        self.step = 0
+        self.last_eval: dict[str, float] = {}
+
+    # -- ModelFamily -----------------------------------------------------------------------------
+    @classmethod
+    def check_data(cls, data: DataBundle, config: FamilyConfig) -> None:
+        """Reject data the Binomial pixel model cannot use.
+
+        Raises:
+            ValueError: for non-image or non-``uint8`` data (the model needs 0..255 grey levels
+                to quantise), an empty split, or missing labels (``-1``; NMI needs them).
+        """
+        if not data.is_image or data.x_train.dtype != np.uint8:
+            raise ValueError(
+                f"trainable 'variational_mnist' needs uint8 images [N, C, H, W] with values 0..255 "
+                f"(it quantises them to Binomial counts); dataset {data.name!r} has "
+                f"{data.x_train.dtype} samples of shape {data.sample_shape}")
+        for split, x in (("train", data.x_train), ("test", data.x_test)):
+            if len(x) == 0:
+                raise ValueError(f"trainable 'variational_mnist': the {split} split of {data.name!r} is empty")
+        if (data.y_test < 0).any():
+            raise ValueError(f"trainable 'variational_mnist' reports NMI against class labels: dataset "
+                             f"{data.name!r} has test images without a label (-1)")
+
+    @classmethod
+    def num_iterations_of(cls, config: FamilyConfig) -> int:
+        """``ceil(steps / steps_per_iteration)``."""
+        return math.ceil(config.steps / config.steps_per_iteration)
+
+    @property
+    def num_iterations(self) -> int:
+        """``ceil(steps / steps_per_iteration)``."""
+        return self.num_iterations_of(self.config)
+
+    def beta(self, step: int) -> float:
+        """KL / conjugation weight ``β = min(1, step / kl_warmup)`` before 0-based step ``step``."""
+        warm = self.config.kl_warmup()
+        return 1.0 if warm <= 0 else min(1.0, step / warm)
+
+    def learning_rate(self, step: int) -> float:
+        """``lr · min(1, (step + 1) / lr_warmup_steps)`` at 0-based step ``step``."""
+        warm = self.config.lr_warmup_steps
+        return self.config.lr if warm <= 0 else self.config.lr * min(1.0, (step + 1) / warm)
+
+    def train_iteration(self, iteration: int) -> dict[str, float]:
+        """``steps_per_iteration`` Adam steps (fewer in the last iteration if ``steps`` ends there).
+
+        Returns:
+            ``train_loss``, ``train_elbo`` (means over the steps), ``beta`` and ``lr`` of the last
+            step, ``rho_norm`` and ``step`` (steps done).
+        """
+        cfg = self.config
+        n_steps = min(cfg.steps_per_iteration, cfg.steps - self.step)
+        self.model.train()
+        total_loss = total_elbo = 0.0
+        beta = lr = 0.0
+        for _ in range(n_steps):
+            beta, lr = self.beta(self.step), self.learning_rate(self.step)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            idx = torch.randint(len(self.x_train), (cfg.batch_size,), generator=self.generator)
+            x = self.x_train[idx].to(self.device).float()
+            loss, stats = self.model.loss(
+                x, beta=beta, entropy_weight=cfg.entropy_weight,
+                posterior_entropy_weight=cfg.posterior_entropy_weight, conj_weight=cfg.conj_weight,
+                n_samples=cfg.mc_samples, prior_samples=cfg.prior_samples, generator=self.rng)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.step += 1
+            total_loss += float(loss.detach())
+            total_elbo += stats["elbo"]
+        n = max(n_steps, 1)
+        return {"train_loss": total_loss / n, "train_elbo": total_elbo / n, "beta": beta, "lr": lr,
+                "rho_norm": float(self.model.rho.detach().norm()), "step": float(self.step)}
+
+    def evaluate(self, iteration: int) -> dict[str, float]:
+        """Test metrics (``nmi``, ``cluster_accuracy``, ``active_clusters``, ``elbo``, ``kl``),
+        ``r2`` and ``val_*`` on iteration 0, every ``eval_every`` iterations and the last; the
+        last computed values otherwise."""
+        cfg = self.config
+        due = (iteration == 0 or (iteration + 1) % cfg.eval_every == 0
+               or iteration + 1 >= self.num_iterations)
+        if due or not self.last_eval:
+            gen = torch.Generator(device=self.device).manual_seed(int(cfg.seed) * 1_000_003 + self.step + 17)
+            x_test, y_test = self.data.x_test, self.data.y_test
+            if cfg.eval_limit is not None:
+                x_test, y_test = x_test[:cfg.eval_limit], y_test[:cfg.eval_limit]
+            result = self.evaluate_split(x_test, y_test, gen)
+            if self.data.x_val is not None and len(self.data.x_val):
+                val = self.evaluate_split(self.data.x_val, self.data.y_val, gen)
+                result.update({f"val_{k}": v for k, v in val.items()})
+            with torch.no_grad():
+                f, psi = self.model.conjugation_samples(cfg.r2_samples, gen)
+            result["r2"] = cm.conjugation_r2(f, psi)
+            result["eval_step"] = float(self.step)
+            self.last_eval = result
+        return dict(self.last_eval)
+
+    @torch.no_grad()
+    def evaluate_split(self, images: np.ndarray, labels: np.ndarray,
+                       generator: torch.Generator) -> dict[str, float]:
+        """Clustering and ELBO metrics of one split.
+
+        Args:
+            images: ``uint8`` ``[N, C, H, W]``; labels: ``int64`` ``[N]``;
+            generator: RNG of the Monte-Carlo draws (on the family's device).
+
+        Returns:
+            ``nmi``, ``cluster_accuracy``, ``active_clusters``, ``elbo`` and ``kl`` (nats).
+        """
+        cfg = self.config
+        self.model.eval()
+        x_all = torch.from_numpy(quantise(images, cfg.pixel_levels))
+        assign, elbo_sum, kl_sum = [], 0.0, 0.0
+        for start in range(0, len(x_all), cfg.eval_batch_size):
+            x = x_all[start:start + cfg.eval_batch_size].to(self.device).float()
+            out = self.model.elbo(x, cfg.mc_samples, generator)
+            assign.append(out["log_qk"].argmax(1).cpu())
+            elbo_sum += float(out["elbo"].sum())
+            kl_sum += float(out["kl"].sum())
+        clusters = torch.cat(assign).numpy()
+        n = len(x_all)
+        return {"nmi": cm.nmi(labels, clusters), "cluster_accuracy": cm.cluster_accuracy(labels, clusters),
+                "active_clusters": float(cm.active_clusters(clusters, cfg.n_clusters)),
+                "elbo": elbo_sum / n, "kl": kl_sum / n}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Model, Adam state, step counter, last metrics (and the device RNG off CPU)."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "step": self.step, "last_eval": dict(self.last_eval)}
+        if self.rng is not self.generator:
+            state["device_rng"] = self.rng.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned."""
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.last_eval = {k: float(v) for k, v in state.get("last_eval", {}).items()}
+        if "device_rng" in state and self.rng is not self.generator:
+            self.rng.set_state(state["device_rng"].cpu())
+
+    def media(self, iteration: int) -> dict[str, torch.Tensor]:
+        """``cluster_means``: for each cluster ``k`` (sorted by ``p(k)``, largest first) the mean
+        image ``σ(θ_X + b_k + (W + W_k) E_p[y|k])``, as a ``[3, H, W]`` grid made by
+        ``torchvision.utils.make_grid`` (an approximation of the cluster's mean pixel value)."""
+        from torchvision.utils import make_grid
+
+        m = self.model
+        with torch.no_grad():
+            order = torch.argsort(m.prior_log_pk(), descending=True)
+            mean_y = torch.sigmoid(m.prior_logits())[order]
+            probs = torch.sigmoid(m.eta(mean_y, order)).cpu()
+        c, h, w = self.data.sample_shape
+        return {"cluster_means": make_grid(probs.view(-1, c, h, w), nrow=10, padding=2)}
+
+    def extra_results(self) -> dict[str, float]:
+        """``num_params``: trainable parameters."""
+        return {"num_params": float(sum(p.numel() for p in self.model.parameters() if p.requires_grad))}
