@@ -1,14 +1,17 @@
 """Fast decoding of many small image files (JPEG trees) into one uint8 array.
 
 Files are read as bytes and decoded by ``torchvision.io.decode_jpeg`` in batches (libjpeg-turbo,
-about 25 us per 32x32 image on one core); a batch that fails is decoded file by file with
+about 25-40 us per 32x32 image on one core); a batch that fails is decoded file by file with
 ``torchvision.io.decode_image`` (which also reads PNG), so a corrupt file is reported by name.
+torchvision 0.29 deprecates its image decoders in favour of TorchCodec; where they are gone,
+Pillow decodes instead (:data:`DECODER`).
 An optional resize of the shorter side plus a centre crop reproduces
 ``torchvision.transforms.Resize(size)`` + ``CenterCrop(size)`` (bilinear, antialiased; within one
 grey level of the PIL path).
 """
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -25,7 +28,20 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 _CHUNK = 2048
 
 
-def _read_bytes(path: Path | str) -> torch.Tensor:
+def _torchvision_decoders() -> bool:
+    try:
+        from torchvision.io import decode_image, decode_jpeg  # noqa: F401
+    except ImportError:  # deprecated since torchvision 0.29, to be removed (moved to TorchCodec)
+        return False
+    return True
+
+
+#: ``"torchvision"`` (libjpeg-turbo via ``torchvision.io``, batched) or ``"pil"`` (Pillow, about
+#: 2.5x slower); torchvision where its decoders exist.
+DECODER = "torchvision" if _torchvision_decoders() else "pil"
+
+
+def _read_bytes(path: Path | str) -> bytes:
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -35,33 +51,48 @@ def _read_bytes(path: Path | str) -> torch.Tensor:
     if not data:
         raise DatasetError(f"image file {str(path)!r} is empty; replace it with the original "
                            "(re-run shared/data/materialize.sh) or delete it")
-    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
+    return data
 
 
-def _decode_one(path: Path | str, data: torch.Tensor) -> torch.Tensor:
-    from torchvision.io import ImageReadMode, decode_image
+def _undecodable(path: Path | str, reason: str) -> DatasetError:
+    return DatasetError(
+        f"image file {str(path)!r} does not decode ({reason}): it is corrupt or truncated; "
+        "replace it with the original (re-run shared/data/materialize.sh) or delete it")
+
+
+def _decode_pil(path: Path | str, data: bytes) -> torch.Tensor:
+    from PIL import Image
 
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1].split(", ")[-1]
-        raise DatasetError(
-            f"image file {str(path)!r} does not decode ({reason}): it is corrupt or truncated; "
-            "replace it with the original (re-run shared/data/materialize.sh) or delete it"
-        ) from None
+        with Image.open(io.BytesIO(data)) as im:
+            rgb = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        raise _undecodable(path, str(exc)) from None
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
 
 
 def _decode_chunk(paths: Sequence[Path | str]) -> list[torch.Tensor]:
-    from torchvision.io import ImageReadMode, decode_jpeg
-
     datas = [_read_bytes(p) for p in paths]
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return list(decode_jpeg(datas, mode=ImageReadMode.RGB))
-    except RuntimeError:
+    if DECODER == "pil":
+        return [_decode_pil(p, d) for p, d in zip(paths, datas)]
+    from torchvision.io import ImageReadMode, decode_image, decode_jpeg
+
+    tensors = [torch.frombuffer(bytearray(d), dtype=torch.uint8) for d in datas]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torchvision 0.29: "use TorchCodec"
+        try:
+            return list(decode_jpeg(tensors, mode=ImageReadMode.RGB))
+        except RuntimeError:
+            pass
         # A non-JPEG or broken file in the batch: decode one by one to name the culprit.
-        return [_decode_one(p, d) for p, d in zip(paths, datas)]
+        out = []
+        for p, t in zip(paths, tensors):
+            try:
+                out.append(decode_image(t, mode=ImageReadMode.RGB))
+            except RuntimeError as exc:
+                reason = str(exc).strip().splitlines()[-1].split(", ")[-1]
+                raise _undecodable(p, reason) from None
+        return out
 
 
 def resize_center_crop(images: torch.Tensor, size: int) -> torch.Tensor:
