@@ -1,0 +1,238 @@
+"""A configurable plain convolutional image classifier (no skip connections).
+
+Source: the "CNNblocks" model of the Fashion-MNIST experiment journal
+(``shared/seeds/fashion_cnn_journal.md``): ``n_blocks`` convolutional blocks of ``filters``
+channels, each laid out as
+
+    Conv2d -> Norm -> ReLU -> Dropout2d -> [MaxPool2d]
+
+(the journal's placement, "Conv -> Norm -> ReLU -> Dropout2D -> Pool"), followed by a
+classifier head on the flattened feature map. The journal does not state where its poolings
+go nor its head, and its parameter counts are not mutually consistent (the same 4-block,
+32-filter net is listed with 93,130 and with 832,298 parameters), so those two choices are ours
+and are documented here; the parameter counts of this module do not match the journal's.
+
+Pooling (``MaxPool2d(2, ceil_mode=True)``) is placed so that every input size works with every
+depth from 1 to 8 blocks:
+
+* The number of poolings is ``min(n_blocks, max_pools(H, W))``, where :func:`max_pools` is the
+  number of halvings that keep the smaller side at 3 pixels or more (``ceil`` rounding, so no
+  row or column is ever dropped). A map is never pooled below 3x3.
+* ``pooling="early"`` (default) pools after each of the first blocks; the remaining blocks run
+  on the smallest map. Deep nets then stay cheap on a CPU: the extra blocks cost almost nothing
+  because they work on a 4x4 map. ``pooling="even"`` spreads the poolings evenly over the
+  blocks (VGG style; more compute at full resolution), the last one after the last block.
+
+Resulting shapes with ``pooling="early"`` (``F`` = ``filters``, growth 1, ``n`` = ``n_blocks``):
+
+* 8x8x1 (scikit-learn digits): 1 pooling (8->4); the head sees ``[F, 4, 4]`` for every n.
+* 28x28x1 (MNIST, Fashion-MNIST): ``min(n, 3)`` poolings (28->14->7->4); the head sees
+  ``[F, 14, 14]`` for n=1, ``[F, 7, 7]`` for n=2, ``[F, 4, 4]`` for n >= 3.
+* 32x32x3 (CIFAR-10): ``min(n, 3)`` poolings (32->16->8->4); the head sees ``[F, 16, 16]``,
+  ``[F, 8, 8]``, then ``[F, 4, 4]``.
+
+Convolutions use ``padding="same"`` (stride 1), so only poolings change the spatial size.
+With ``channel_growth`` g, the blocks after the p-th pooling have ``round(F * g**p)`` channels
+(g = 1, the journal's constant width, by default; g = 2 doubles per pooling as in VGG).
+"""
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+#: Normalisation layers a block can use (see :func:`make_norm`).
+NormName = Literal["none", "batch", "layer", "group", "instance"]
+NORMS: tuple[str, ...] = ("none", "batch", "layer", "group", "instance")
+#: Where the poolings go (see the module docstring).
+PoolingName = Literal["early", "even"]
+POOLINGS: tuple[str, ...] = ("early", "even")
+#: Smallest side length a pooling may produce.
+MIN_POOLED_SIZE = 3
+
+
+def group_count(channels: int) -> int:
+    """Number of groups GroupNorm uses for ``norm="group"``.
+
+    The largest divisor of ``channels`` that is at most ``min(32, channels // 4)`` (so every
+    group holds at least 4 channels, and at most the 32 groups of Wu & He, "Group
+    Normalization", ECCV 2018); 1 when ``channels < 8``. E.g. 64 -> 16 groups, 32 -> 8,
+    16 -> 4, 24 -> 6, 7 -> 1.
+
+    Raises:
+        ValueError: if ``channels < 1``.
+    """
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    limit = max(1, min(32, channels // 4))
+    return max(g for g in range(1, limit + 1) if channels % g == 0)
+
+
+def make_norm(norm: str, channels: int) -> nn.Module:
+    """The normalisation layer of a block, for a feature map ``[B, channels, H, W]``.
+
+    Args:
+        norm: ``"none"`` (identity), ``"batch"`` (``BatchNorm2d``), ``"layer"``
+            (``GroupNorm(1, C)``: per sample over channels and space, the CNN form of layer
+            norm), ``"group"`` (``GroupNorm(group_count(C), C)``) or ``"instance"``
+            (``InstanceNorm2d(C, affine=True)``: per sample and channel over space).
+        channels: number of channels ``C``.
+
+    Raises:
+        ValueError: for an unknown ``norm``.
+    """
+    if norm == "none":
+        return nn.Identity()
+    if norm == "batch":
+        return nn.BatchNorm2d(channels)
+    if norm == "layer":
+        return nn.GroupNorm(1, channels)
+    if norm == "group":
+        return nn.GroupNorm(group_count(channels), channels)
+    if norm == "instance":
+        return nn.InstanceNorm2d(channels, affine=True)
+    raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+
+
+def max_pools(height: int, width: int) -> int:
+    """How many 2x2 ``ceil_mode`` max-poolings keep both sides at least ``MIN_POOLED_SIZE``.
+
+    E.g. 8x8 -> 1 (8->4), 28x28 -> 3 (28->14->7->4), 32x32 -> 3 (32->16->8->4), 3x3 -> 0.
+    """
+    n, side = 0, min(height, width)
+    while math.ceil(side / 2) >= MIN_POOLED_SIZE:
+        side = math.ceil(side / 2)
+        n += 1
+    return n
+
+
+def pool_positions(n_blocks: int, n_pools: int, pooling: str = "early") -> list[int]:
+    """0-based indices of the blocks followed by a pooling.
+
+    Args:
+        n_blocks: number of blocks (>= 1).
+        n_pools: number of poolings, ``0 <= n_pools <= n_blocks``.
+        pooling: ``"early"`` (after blocks ``0 .. n_pools-1``) or ``"even"`` (evenly spread,
+            the last after the last block: for 6 blocks and 3 pools, after blocks 1, 3, 5).
+
+    Raises:
+        ValueError: for an unknown ``pooling`` or ``n_pools`` outside ``[0, n_blocks]``.
+    """
+    if not 0 <= n_pools <= n_blocks:
+        raise ValueError(f"n_pools={n_pools} must lie in [0, n_blocks={n_blocks}]")
+    if pooling == "early":
+        return list(range(n_pools))
+    if pooling == "even":
+        return [math.ceil((p + 1) * n_blocks / n_pools) - 1 for p in range(n_pools)]
+    raise ValueError(f"unknown pooling {pooling!r}; choose one of {', '.join(POOLINGS)}")
+
+
+class ConvBlock(nn.Sequential):
+    """``Conv2d -> Norm -> ReLU -> Dropout2d -> [MaxPool2d(2, ceil_mode=True)]``.
+
+    Maps ``[B, in_channels, H, W]`` to ``[B, out_channels, H', W']`` with ``H' = H`` or
+    ``ceil(H / 2)`` when ``pool``. The convolution has a bias only with ``norm="none"`` (every
+    other norm has its own shift, which makes a conv bias redundant). Dropout2d zeroes whole
+    channels with probability ``dropout`` in training mode (Tompson et al., CVPR 2015); it is
+    left out when ``dropout == 0``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: str,
+                 dropout: float, pool: bool) -> None:
+        layers: list[nn.Module] = [
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding="same", bias=norm == "none"),
+            make_norm(norm, out_channels),
+            nn.ReLU(inplace=True),
+        ]
+        if dropout > 0:
+            layers.append(nn.Dropout2d(dropout))
+        if pool:
+            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+        super().__init__(*layers)
+
+
+class ConvNet(nn.Module):
+    """Plain CNN classifier: ``n_blocks`` :class:`ConvBlock` s and a linear head.
+
+    Input ``[B, C, H, W]`` float images (any scaling; the trainable standardises them), output
+    ``[B, num_classes]`` logits. See the module docstring for where the poolings go and the
+    resulting shapes. The head is ``Flatten -> Linear(C_f*H_f*W_f, num_classes)``, or with
+    ``head_hidden > 0`` ``Flatten -> Linear(., head_hidden) -> ReLU -> Linear(., num_classes)``.
+
+    Args:
+        in_shape: ``(C, H, W)`` of one input image.
+        num_classes: number of output logits (>= 1).
+        n_blocks: convolutional blocks, 1..8 (larger works too; the extra blocks run on the
+            smallest map).
+        filters: channels of the first block (>= 1).
+        kernel_size: square kernel side (>= 1; even sizes work, padding is "same").
+        dropout: Dropout2d probability in ``[0, 1)`` in every block.
+        norm: one of :data:`NORMS` (see :func:`make_norm`).
+        channel_growth: channel multiplier per pooling (> 0; 1.0 = constant width).
+        pooling: ``"early"`` or ``"even"`` (see :func:`pool_positions`).
+        head_hidden: width of an optional hidden layer in the head (0 = none).
+
+    Attributes:
+        feature_shape: ``(C_f, H_f, W_f)`` of the map entering the head.
+        pool_after: indices of the blocks followed by a pooling.
+        block_channels: output channels of every block.
+
+    Raises:
+        ValueError: for an invalid argument (message names it).
+    """
+
+    def __init__(self, in_shape: tuple[int, int, int], num_classes: int, *, n_blocks: int = 4,
+                 filters: int = 32, kernel_size: int = 3, dropout: float = 0.0,
+                 norm: str = "batch", channel_growth: float = 1.0, pooling: str = "early",
+                 head_hidden: int = 0) -> None:
+        super().__init__()
+        if len(in_shape) != 3 or min(in_shape) < 1:
+            raise ValueError(f"in_shape must be (C, H, W) with positive sides, got {in_shape}")
+        if n_blocks < 1:
+            raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
+        if filters < 1 or kernel_size < 1 or num_classes < 1 or head_hidden < 0:
+            raise ValueError("filters, kernel_size and num_classes must be >= 1, head_hidden >= 0")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+        if channel_growth <= 0:
+            raise ValueError(f"channel_growth must be > 0, got {channel_growth}")
+        if norm not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+        channels, height, width = in_shape
+        n_pools = min(n_blocks, max_pools(height, width))
+        self.pool_after = pool_positions(n_blocks, n_pools, pooling)
+        blocks, self.block_channels = [], []
+        in_ch, done = channels, 0
+        for i in range(n_blocks):
+            out_ch = max(1, round(filters * channel_growth ** done))
+            pool = i in self.pool_after
+            blocks.append(ConvBlock(in_ch, out_ch, kernel_size, norm, dropout, pool))
+            self.block_channels.append(out_ch)
+            if pool:
+                height, width, done = math.ceil(height / 2), math.ceil(width / 2), done + 1
+            in_ch = out_ch
+        self.features = nn.Sequential(*blocks)
+        self.feature_shape = (in_ch, height, width)
+        flat = in_ch * height * width
+        if head_hidden:
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, head_hidden), nn.ReLU(inplace=True),
+                                      nn.Linear(head_hidden, num_classes))
+        else:
+            self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B, C, H, W]`` images -> ``[B, num_classes]`` logits."""
+        return self.head(self.features(x))
+
+
+def num_params(model: nn.Module, trainable_only: bool = False) -> int:
+    """Number of scalar parameters of ``model`` (buffers such as BatchNorm's running
+    statistics are not parameters and are not counted).
+
+    Args:
+        model: any ``nn.Module``.
+        trainable_only: count only parameters with ``requires_grad``.
+    """
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
