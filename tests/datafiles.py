@@ -326,7 +326,8 @@ def write_celeba(root: str | Path, n: int = 30, size: tuple[int, int] = (89, 109
         _save_jpeg(image_dir / name, img, quality)
         files.append(image_dir / name)
     attr_lines = [str(n), " ".join(CELEBA_ATTRIBUTES) + " "]
-    attr_lines += [name + " " + " ".join(f"{v:2d}" for v in row) for name, row in zip(names, values)]
+    attr_lines += [name + " " + " ".join(f"{v:2d}" for v in row)
+                   for name, row in zip(names, values)]
     (base / "list_attr_celeba.txt").write_text("\n".join(attr_lines) + "\n")
     (base / "list_eval_partition.txt").write_text(
         "".join(f"{name} {p}\n" for name, p in zip(names, partition)))

@@ -1,7 +1,6 @@
 """The dataset readers, on tiny datasets written in the real formats by ``tests/datafiles.py``."""
 from __future__ import annotations
 
-import gzip
 import os
 import shutil
 from pathlib import Path
@@ -163,7 +162,7 @@ def test_idx_image_and_label_counts_differ(tmp_path):
 def test_idx_label_out_of_range(tmp_path):
     w = write_mnist_idx(tmp_path, "MNIST", n_train=20, n_test=10, gz=False)
     (w["raw_dir"] / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(np.full(10, 12, np.uint8)))
-    with pytest.raises(DatasetError, match="label 12 outside 0..9"):
+    with pytest.raises(DatasetError, match=r"t10k-labels-idx1-ubyte. holds label 12 outside 0..9"):
         load_dataset("mnist", tmp_path)
 
 
@@ -327,6 +326,9 @@ def test_celeba_file_errors(tmp_path):
     w["attr_file"].write_text(attr_text.replace("000002.jpg -1", "000002.jpg  0")
                               .replace("000002.jpg  1", "000002.jpg  0"))
     with pytest.raises(DatasetError, match=r"line 4 holds a value other than -1/1"):
+        load_dataset("celeba", tmp_path)
+    w["attr_file"].write_text(attr_text.replace("000006.jpg", "000006.jpg  1"))
+    with pytest.raises(DatasetError, match=r"line 8 has 41 values for 40 attributes"):
         load_dataset("celeba", tmp_path)
     w["attr_file"].write_text(attr_text)
 

@@ -59,7 +59,8 @@ def cache_path(cache_root: Path, dataset: str, options: dict[str, Any],
     """Path of the cache entry for these options and source files.
 
     Args:
-        cache_root: the dataset root given by the user; entries live in ``cache_root/.sweeplab-cache``.
+        cache_root: the dataset root given by the user; entries live in
+            ``cache_root/.sweeplab-cache``.
         dataset: registered dataset name, e.g. ``"celeba"``.
         options: the options that determine the cached arrays (JSON-serialisable).
         fingerprint: :func:`source_fingerprint` of the source files.
@@ -125,7 +126,8 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> bool:
 def cached_arrays(cache_root: Path, dataset: str, options: dict[str, Any],
                   fingerprint: list[tuple[str, int, int]],
                   build: Callable[[], dict[str, np.ndarray]], *,
-                  required: Iterable[str] = (), enabled: bool = True) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+                  required: Iterable[str] = (), enabled: bool = True,
+                  ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Return the decoded arrays from the cache, or build them and store them.
 
     Args:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -90,8 +91,9 @@ def _decode_chunk(paths: Sequence[Path | str]) -> list[torch.Tensor]:
             try:
                 out.append(decode_image(t, mode=ImageReadMode.RGB))
             except RuntimeError as exc:
-                reason = str(exc).strip().splitlines()[-1].split(", ")[-1]
-                raise _undecodable(p, reason) from None
+                # "decode_jpeg, /path/decode_jpeg.cpp:171, Image is incomplete or truncated"
+                reason = re.sub(r"^\w+, \S+:\d+, ", "", str(exc).strip().splitlines()[-1])
+                raise _undecodable(p, reason.split(". ")[0]) from None
         return out
 
 
@@ -165,9 +167,31 @@ def list_image_files(folder: Path | str) -> list[str]:
     Hidden files and names not ending in :data:`IMAGE_EXTENSIONS` are skipped. Paths are
     returned as strings (tens of thousands of ``Path`` objects cost a noticeable second).
     """
-    with os.scandir(folder) as it:
-        names = sorted(e.name for e in it
-                       if not e.name.startswith(".") and e.name.lower().endswith(IMAGE_EXTENSIONS)
-                       and e.is_file())
+    return [path for path, _, _ in scan_image_files(folder, stat=False)]
+
+
+def scan_image_files(folder: Path | str, stat: bool = True) -> list[tuple[str, int, int]]:
+    """Like :func:`list_image_files`, with each file's size (bytes) and mtime (ns).
+
+    One ``scandir`` pass with ``DirEntry.stat()`` is about twice as fast as ``os.stat`` on each
+    path, which matters for the cache key of 60,000 files.
+
+    Returns:
+        ``[(path, size, mtime_ns), ...]`` sorted by file name; sizes and mtimes are 0 when
+        ``stat`` is False.
+    """
     prefix = os.path.join(str(folder), "")
-    return [prefix + name for name in names]
+    found = []
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.name.startswith(".") or not e.name.lower().endswith(IMAGE_EXTENSIONS):
+                continue
+            if not e.is_file():
+                continue
+            if stat:
+                st = e.stat()
+                found.append((e.name, st.st_size, st.st_mtime_ns))
+            else:
+                found.append((e.name, 0, 0))
+    found.sort()
+    return [(prefix + name, size, mtime) for name, size, mtime in found]

@@ -12,6 +12,8 @@ on the attribute, so sweeping over attributes decodes the images once).
 from __future__ import annotations
 
 import difflib
+import io
+import os
 from pathlib import Path
 
 import numpy as np
@@ -81,13 +83,43 @@ def read_attributes(path: Path) -> tuple[list[str], dict[str, int], np.ndarray]:
     if len(rows) != count:
         raise DatasetError(f"{str(path)!r} announces {count} images on line 1 but lists "
                            f"{len(rows)}: the file is truncated or corrupt; {_FIX}")
+    fast = _parse_attribute_rows_fast(rows, len(names))
+    if fast is not None:
+        files, values = fast
+    else:  # something is wrong: find and name the offending line
+        files, values = _parse_attribute_rows_slow(path, rows, len(names))
+    return names, {f: i for i, f in enumerate(files)}, values
+
+
+def _parse_attribute_rows_fast(rows: list[str], n_attr: int) -> tuple[list[str], np.ndarray] | None:
+    """pandas' C parser (about 20x faster than Python for 200,000 lines); None if not clean."""
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(io.StringIO("\n".join(rows)), sep=r"\s+", header=None,
+                         dtype={0: str}, engine="c")
+    except (ValueError, pd.errors.ParserError):
+        return None
+    if df.shape != (len(rows), n_attr + 1):
+        return None
+    vals = df.iloc[:, 1:]
+    if not all(pd.api.types.is_integer_dtype(t) for t in vals.dtypes):
+        return None
+    values = vals.to_numpy()
+    if not np.isin(values, (-1, 1)).all():
+        return None
+    return df[0].tolist(), values.astype(np.int8)
+
+
+def _parse_attribute_rows_slow(path: Path, rows: list[str],
+                               n_attr: int) -> tuple[list[str], np.ndarray]:
     files: list[str] = []
-    values = np.empty((count, len(names)), dtype=np.int8)
+    values = np.empty((len(rows), n_attr), dtype=np.int8)
     for i, ln in enumerate(rows):
         parts = ln.split()
-        if len(parts) != len(names) + 1:
+        if len(parts) != n_attr + 1:
             raise DatasetError(f"{str(path)!r} line {i + 3} has {len(parts) - 1} values for "
-                               f"{len(names)} attributes; {_FIX}")
+                               f"{n_attr} attributes; {_FIX}")
         try:
             row = [int(v) for v in parts[1:]]
         except ValueError:
@@ -97,7 +129,7 @@ def read_attributes(path: Path) -> tuple[list[str], dict[str, int], np.ndarray]:
                                f"({ln[:80]!r}); {_FIX}")
         files.append(parts[0])
         values[i] = row
-    return names, {f: i for i, f in enumerate(files)}, values
+    return files, values
 
 
 def read_partition(path: Path) -> list[tuple[str, int]]:
@@ -196,14 +228,15 @@ def celeba(root: Path, download: bool = False, attribute: str = "Smiling",
     img_dir = base / IMAGE_DIR
     if not img_dir.is_dir():
         raise DatasetError(f"CelebA image folder {str(img_dir)!r} is missing; {_FIX}")
-    present = {p.name for p in img_dir.iterdir()}
+    present = set(os.listdir(img_dir))
     absent = [f for f in used if f not in present]
     if absent:
         raise DatasetError(f"{len(absent)} images listed in {str(base / PARTITION_FILE)!r} are "
                            f"missing from {str(img_dir)!r} (first: {', '.join(absent[:3])}); "
                            f"restore them, or set data.options.limit to use fewer: {_FIX}")
 
-    paths = {s: [str(img_dir / f) for f in split_files[s]] for s in PARTITIONS.values()}
+    prefix = os.path.join(str(img_dir), "")
+    paths = {s: [prefix + f for f in split_files[s]] for s in PARTITIONS.values()}
     fingerprint = source_fingerprint([p for s in PARTITIONS.values() for p in paths[s]], base)
     fingerprint.append(("splits", *[len(paths[s]) for s in PARTITIONS.values()]))
 

@@ -32,7 +32,8 @@ def digits(root: Path | None = None, download: bool = False, test_size: float = 
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    if isinstance(test_size, bool) or not isinstance(test_size, (int, float)) or not 0 < test_size < 1:
+    if (isinstance(test_size, bool) or not isinstance(test_size, (int, float))
+            or not 0 < test_size < 1):
         raise DatasetError(f"data.options.test_size={test_size!r} for 'digits' must be a "
                            "fraction strictly between 0 and 1, e.g. 0.2")
     raw = load_digits()

@@ -25,8 +25,8 @@ from typing import Iterator
 
 import numpy as np
 
-from sweeplab.datasets._cache import cached_arrays, source_fingerprint
-from sweeplab.datasets._images import decode_image_files, list_image_files
+from sweeplab.datasets._cache import cached_arrays
+from sweeplab.datasets._images import decode_image_files, scan_image_files
 from sweeplab.datasets.base import DataBundle, DatasetError, register_dataset
 
 #: The four IDX files of MNIST-style datasets and the IDX magic number each must carry
@@ -148,7 +148,8 @@ def _load_idx_dataset(cls_name: str, bundle_name: str, root: Path, download: boo
         use_raw = use_root / cls_name / "raw"
         dims = {name: check_idx_file(use_raw / name, magic) for name, magic in IDX_FILES.items()}
         for split in ("train", "t10k"):
-            n_img, n_lab = dims[f"{split}-images-idx3-ubyte"][0], dims[f"{split}-labels-idx1-ubyte"][0]
+            n_img = dims[f"{split}-images-idx3-ubyte"][0]
+            n_lab = dims[f"{split}-labels-idx1-ubyte"][0]
             if n_img != n_lab:
                 raise DatasetError(
                     f"{str(raw / (split + '-images-idx3-ubyte'))!r} holds {n_img} images but "
@@ -163,18 +164,20 @@ def _load_idx_dataset(cls_name: str, bundle_name: str, root: Path, download: boo
         classes = list(train.classes)
         out = {}
         for split, ds in (("train", train), ("test", test)):
-            x = ds.data.numpy()[:, None].copy()
+            x = ds.data.numpy()[:, None]
             y = ds.targets.numpy().astype(np.int64)
             bad = (y < 0) | (y >= len(classes))
             if bad.any():
+                label_file = raw / f"{'train' if split == 'train' else 't10k'}-labels-idx1-ubyte"
                 raise DatasetError(
-                    f"{str(raw / ('train' if split == 'train' else 't10k'))!r}-labels-idx1-ubyte "
-                    f"holds label {int(y[bad][0])} outside 0..{len(classes) - 1}: {_FIX}")
+                    f"{str(label_file)!r} holds label {int(y[bad][0])} outside "
+                    f"0..{len(classes) - 1}: {_FIX}")
             out[split] = (x, y)
     return DataBundle(
         name=bundle_name, x_train=out["train"][0], y_train=out["train"][1],
         x_test=out["test"][0], y_test=out["test"][1], num_classes=len(classes),
-        class_names=classes, meta={"source": str(raw), "reader": f"torchvision.datasets.{cls_name}"},
+        class_names=classes,
+        meta={"source": str(raw), "reader": f"torchvision.datasets.{cls_name}"},
     )
 
 
@@ -246,16 +249,18 @@ def _cifar_from_batches(root: Path, download: bool) -> DataBundle:
     )
 
 
-def scan_image_folder(split_dir: Path) -> tuple[list[str], list[str], np.ndarray]:
+def scan_image_folder(split_dir: Path) -> tuple[list[str], list[str], np.ndarray,
+                                                list[tuple[str, int, int]]]:
     """List an ImageFolder split: ``split_dir/<class>/<image>``.
 
     Args:
         split_dir: e.g. ``root/cifar10/train``.
 
     Returns:
-        ``(classes, files, labels)``: class folder names sorted (class index = position, as
-        ``torchvision.datasets.ImageFolder``), the image files class by class in sorted name
-        order, and their ``int64`` labels.
+        ``(classes, files, labels, fingerprint)``: class folder names sorted (class index =
+        position, as ``torchvision.datasets.ImageFolder``), the image files class by class in
+        sorted name order, their ``int64`` labels, and ``(path relative to split_dir's parent,
+        size, mtime_ns)`` of each file (the cache key).
 
     Raises:
         DatasetError: missing folder, no class folders, or a class folder without images.
@@ -270,14 +275,17 @@ def scan_image_folder(split_dir: Path) -> tuple[list[str], list[str], np.ndarray
                            f"{split_dir}/<class>/*.jpg: {_FIX}")
     files: list[str] = []
     labels: list[int] = []
+    fingerprint: list[tuple[str, int, int]] = []
+    cut = len(os.path.join(str(split_dir.parent), ""))
     for k, cls in enumerate(classes):
-        found = list_image_files(split_dir / cls)
+        found = scan_image_files(split_dir / cls)
         if not found:
             raise DatasetError(f"class folder {str(split_dir / cls)!r} holds no .jpg/.jpeg/.png "
                                f"images; add them or remove the folder: {_FIX}")
-        files += found
+        files += [path for path, _, _ in found]
+        fingerprint += [(path[cut:], size, mtime) for path, size, mtime in found]
         labels += [k] * len(found)
-    return classes, files, np.asarray(labels, dtype=np.int64)
+    return classes, files, np.asarray(labels, dtype=np.int64), fingerprint
 
 
 def _cifar_from_image_folder(root: Path, base: Path, cache: bool) -> DataBundle:
@@ -288,8 +296,7 @@ def _cifar_from_image_folder(root: Path, base: Path, cache: bool) -> DataBundle:
             f"class folders differ between {str(base / 'train')!r} ({', '.join(classes)}) and "
             f"{str(base / 'test')!r} ({', '.join(splits['test'][0])}); both splits need the same "
             "classes")
-    all_files = splits["train"][1] + splits["test"][1]
-    fingerprint = source_fingerprint(all_files, base)
+    fingerprint = splits["train"][3] + splits["test"][3]
 
     def build() -> dict[str, np.ndarray]:
         return {f"x_{s}": decode_image_files(splits[s][1], what="CIFAR-10 image")
