@@ -55,15 +55,23 @@ def binomial_log_base_measure(x: Tensor, n_trials: int) -> Tensor:
     """Log base measure ``log h(x) = Σ_i log C(n, x_i)`` of Binomial pixels.
 
     Args:
-        x: counts ``[..., D]`` with values in ``0..n`` (any float or integer dtype).
+        x: counts ``[..., D]`` with values in ``0..n`` (any float or integer dtype; floats are
+            rounded to the nearest count).
         n_trials: trials per pixel ``n``.
 
     Returns:
-        ``[...]`` in nats.
+        ``[...]`` in nats (a table lookup of the ``n + 1`` values).
+
+    Raises:
+        ValueError: for a count outside ``0..n``.
     """
-    x = x.to(torch.get_default_dtype()) if not x.is_floating_point() else x
-    n = torch.as_tensor(float(n_trials), dtype=x.dtype, device=x.device)
-    return (torch.lgamma(n + 1) - torch.lgamma(x + 1) - torch.lgamma(n - x + 1)).sum(-1)
+    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
+    levels = torch.arange(n_trials + 1, dtype=torch.float64, device=x.device)
+    table = (math.lgamma(n_trials + 1) - torch.lgamma(levels + 1) - torch.lgamma(n_trials - levels + 1))
+    counts = x.round().long() if x.is_floating_point() else x.long()
+    if counts.numel() and (counts.min() < 0 or counts.max() > n_trials):
+        raise ValueError(f"counts must lie in 0..{n_trials}")
+    return table.to(dtype)[counts].sum(-1)
 
 
 def bernoulli_log_prob_logits(y: Tensor, logits: Tensor) -> Tensor:
@@ -76,17 +84,26 @@ def bernoulli_log_prob_logits(y: Tensor, logits: Tensor) -> Tensor:
     return y * logits - F.softplus(logits)
 
 
-def bernoulli_kl_logits(q_logits: Tensor, p_logits: Tensor) -> Tensor:
+def bernoulli_kl_logits(q_logits: Tensor, p_logits: Tensor, q_softplus: Tensor | None = None) -> Tensor:
     """Elementwise ``KL(Bernoulli(σ(a)) ‖ Bernoulli(σ(c))) = σ(a)(a − c) − softplus(a) + softplus(c)``.
 
     Args:
         q_logits: ``a``, logits of the first (approximate posterior) Bernoulli.
         p_logits: ``c``, logits of the second (prior) Bernoulli, broadcastable with ``a``.
+        q_softplus: ``softplus(a)`` if already computed (saves one pass over a large ``a``).
 
     Returns:
         KL in nats, elementwise (no sum).
     """
-    return torch.sigmoid(q_logits) * (q_logits - p_logits) - F.softplus(q_logits) + F.softplus(p_logits)
+    sp_a = F.softplus(q_logits) if q_softplus is None else q_softplus
+    return torch.sigmoid(q_logits) * (q_logits - p_logits) - sp_a + F.softplus(p_logits)
+
+
+def bernoulli_sample(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Draw ``y ~ Bernoulli(σ(logits))`` elementwise as ``1[U < σ(logits)]``, ``U ~ Uniform(0, 1)``
+    (faster on CPU than ``torch.bernoulli``). No gradient; returns floats in {0, 1}."""
+    u = torch.rand(logits.shape, generator=generator, dtype=logits.dtype, device=logits.device)
+    return (u < torch.sigmoid(logits.detach())).to(logits.dtype)
 
 
 def categorical_kl(log_q: Tensor, log_p: Tensor) -> Tensor:
@@ -107,7 +124,7 @@ def categorical_entropy(log_p: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(-1)
 
 
-def mixture_log_weights(cluster_bias: Tensor, logits: Tensor) -> Tensor:
+def mixture_log_weights(cluster_bias: Tensor, logits: Tensor, softplus_logits: Tensor | None = None) -> Tensor:
     """Log-weights of a mixture of product-Bernoullis ``∝ exp(a_k·y + c_k)`` after summing out ``y``.
 
     ``log p(k) = log_softmax_k(c_k + Σ_j softplus(a_{k,j}))`` — used for both the prior
@@ -117,14 +134,17 @@ def mixture_log_weights(cluster_bias: Tensor, logits: Tensor) -> Tensor:
     Args:
         cluster_bias: ``c``, ``[..., K]``.
         logits: ``a``, ``[..., K, L]``.
+        softplus_logits: ``softplus(a)`` if already computed.
 
     Returns:
         ``[..., K]`` normalised log-probabilities.
     """
-    return torch.log_softmax(cluster_bias + F.softplus(logits).sum(-1), dim=-1)
+    sp = F.softplus(logits) if softplus_logits is None else softplus_logits
+    return torch.log_softmax(cluster_bias + sp.sum(-1), dim=-1)
 
 
-def kl_posterior_prior(log_qk: Tensor, q_logits: Tensor, log_pk: Tensor, p_logits: Tensor) -> Tensor:
+def kl_posterior_prior(log_qk: Tensor, q_logits: Tensor, log_pk: Tensor, p_logits: Tensor,
+                       q_softplus: Tensor | None = None) -> Tensor:
     """Exact ``KL(q(y,k|x) ‖ p(y,k))`` of two mixtures of product-Bernoullis.
 
     ``KL = KL(q(k)‖p(k)) + Σ_k q(k) Σ_j KL_Bernoulli(σ(u_k)_j ‖ σ(θ_Y + Θ_{Y,k})_j)``
@@ -135,11 +155,12 @@ def kl_posterior_prior(log_qk: Tensor, q_logits: Tensor, log_pk: Tensor, p_logit
         q_logits: ``[B, K, L]`` posterior logits ``u_k(x)``.
         log_pk: ``[K]`` normalised ``log p(k)``.
         p_logits: ``[K, L]`` prior logits ``θ_Y + Θ_{Y,k}``.
+        q_softplus: ``softplus(u)`` if already computed.
 
     Returns:
         ``[B]`` KL in nats.
     """
-    bern = bernoulli_kl_logits(q_logits, p_logits).sum(-1)  # [B, K]
+    bern = bernoulli_kl_logits(q_logits, p_logits, q_softplus).sum(-1)  # [B, K]
     return categorical_kl(log_qk, log_pk) + (log_qk.exp() * bern).sum(-1)
 
 
@@ -152,12 +173,14 @@ class Posterior:
         log_qk: ``[B, K]`` normalised ``log q(k|x)``.
         xw: ``[B, K, L]`` ``(W + W_k)ᵀx`` (reused by ``E_q[x·η]``).
         xb: ``[B, K]`` ``b_k·x`` (zeros for ``hierarchical``).
+        softplus_logits: ``[B, K, L]`` ``softplus(u_k(x))`` (shared by ``q(k|x)`` and the KL).
     """
 
     logits: Tensor
     log_qk: Tensor
     xw: Tensor
     xb: Tensor
+    softplus_logits: Tensor
 
 
 # ------------------------------------------------------------------------------------------------
@@ -281,25 +304,28 @@ class ConjugatedMixture(nn.Module):
         """
         probs = self.prior_log_pk().exp()
         k = torch.multinomial(probs, n, replacement=True, generator=generator)
-        y = torch.bernoulli(torch.sigmoid(self.prior_logits()[k]), generator=generator)
+        y = bernoulli_sample(self.prior_logits()[k], generator)
         return y, k
 
     # -- likelihood ----------------------------------------------------------------------------
-    def _eta_sorted(self, y: Tensor, k: Tensor) -> tuple[Tensor, Tensor | None]:
-        """``η`` with the rows grouped by cluster: ``(η[order], order)`` (``order`` is ``None``
-        for ``hierarchical``, whose rows keep their order). Each cluster's ``W + W_k`` and
-        ``b_k`` then enter one matmul / one broadcast add, with no per-row gathers."""
+    def _grouped(self, y: Tensor, k: Tensor, fn) -> Tensor:
+        """``fn(η(y, k))`` computed cluster by cluster, rows back in input order.
+
+        Rows are grouped by cluster so each cluster's ``W + W_k`` and ``b_k`` enter one
+        ``addmm``; ``fn`` (identity, or the log-partition) is applied per group, so a reduction
+        such as ``ψ_X`` never materialises the whole ``[N, D]`` ``η``.
+        """
         if self.interaction == "hierarchical":
-            return self.theta_x + y @ self.w.T, None
+            return fn(torch.addmm(self.theta_x, y, self.w.T))
         order = torch.argsort(k)
         counts = torch.bincount(k, minlength=self.n_clusters).tolist()
         chunks = y[order].split(counts)
         w_ks, b_ks = self.w_k.unbind(1), self.b.unbind(0)
-        parts = [self.theta_x + chunks[0] @ self.w.T]
+        parts = [fn(torch.addmm(self.theta_x, chunks[0], self.w.T))]
         for j in range(1, self.n_clusters):
             if counts[j]:
-                parts.append((self.theta_x + b_ks[j - 1]) + chunks[j] @ (self.w + w_ks[j - 1]).T)
-        return torch.cat(parts), order
+                parts.append(fn(torch.addmm(self.theta_x + b_ks[j - 1], chunks[j], (self.w + w_ks[j - 1]).T)))
+        return torch.cat(parts)[torch.argsort(order)]
 
     def eta(self, y: Tensor, k: Tensor) -> Tensor:
         """Natural parameters ``η(y, k) = θ_X + b_k + (W + W_k) y`` of the pixels.
@@ -311,14 +337,11 @@ class ConjugatedMixture(nn.Module):
         Returns:
             ``[N, D]``, rows in the order of the inputs.
         """
-        eta, order = self._eta_sorted(y, k)
-        return eta if order is None else eta[torch.argsort(order)]
+        return self._grouped(y, k, lambda eta: eta)
 
     def log_partition(self, y: Tensor, k: Tensor) -> Tensor:
         """``[N]`` ``ψ_X(η(y, k))`` in nats (see :func:`binomial_log_partition`)."""
-        eta, order = self._eta_sorted(y, k)
-        psi = binomial_log_partition(eta, self.n_trials)
-        return psi if order is None else psi[torch.argsort(order)]
+        return self._grouped(y, k, lambda eta: binomial_log_partition(eta, self.n_trials))
 
     def log_likelihood(self, x: Tensor, y: Tensor, k: Tensor) -> Tensor:
         """Exact ``log p(x | y, k) = x·η + log h(x) − ψ_X(η)`` for paired rows.
@@ -360,8 +383,9 @@ class ConjugatedMixture(nn.Module):
             xw = xw0[:, None].expand(B, K, L)
             xb = x.new_zeros(B, K)
         logits = self.theta_y - self.rho + self._with_reference(self.theta_y_k) + xw
-        log_qk = mixture_log_weights(self.cluster_bias() + xb, logits)
-        return Posterior(logits=logits, log_qk=log_qk, xw=xw, xb=xb)
+        sp = F.softplus(logits)
+        log_qk = mixture_log_weights(self.cluster_bias() + xb, logits, sp)
+        return Posterior(logits=logits, log_qk=log_qk, xw=xw, xb=xb, softplus_logits=sp)
 
     def expected_x_dot_eta(self, x: Tensor, post: Posterior) -> Tensor:
         """Analytic ``E_q[x·η(y, k)] = x·θ_X + Σ_k q_k (b_k·x + ((W + W_k)ᵀx)·σ(u_k))``.
@@ -397,7 +421,7 @@ class ConjugatedMixture(nn.Module):
         """
         k = torch.multinomial(post.log_qk.exp(), n_samples, replacement=True, generator=generator)
         logits = post.logits.gather(1, k[:, :, None].expand(-1, -1, self.n_latent))
-        y = torch.bernoulli(torch.sigmoid(logits), generator=generator)
+        y = bernoulli_sample(logits, generator)
         return y, k
 
     def posterior_log_prob(self, post: Posterior, y: Tensor, k: Tensor) -> Tensor:
@@ -453,7 +477,7 @@ class ConjugatedMixture(nn.Module):
         """
         post = self.posterior(x) if post is None else post
         log_pk = self.prior_log_pk()
-        kl = kl_posterior_prior(post.log_qk, post.logits, log_pk, self.prior_logits())
+        kl = kl_posterior_prior(post.log_qk, post.logits, log_pk, self.prior_logits(), post.softplus_logits)
         exp_ll = (self.expected_x_dot_eta(x, post) + binomial_log_base_measure(x, self.n_trials)
                   - self.expected_log_partition(post, n_samples, generator))
         return {"elbo": exp_ll - kl, "expected_log_likelihood": exp_ll, "kl": kl,

@@ -133,7 +133,9 @@ class VariationalMNISTFamily(ModelFamily):
         pixel_mean = self.x_train.float().mean(0) / n
         self.model.reset_parameters(pixel_mean, generator=self.generator)
         self.model.to(device)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr)
+        # fused Adam: one kernel for all parameters (several times faster than the default on CPU)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
+                                          fused=device.type in ("cpu", "cuda"))
         # sampling on an accelerator needs a generator of that device; on CPU the family's own
         # (checkpointed) generator drives everything
         self.rng = (self.generator if device.type == "cpu"
