@@ -3,7 +3,7 @@
 The dataset is read once here, in the driver, and handed to every trial through Ray's object
 store (``tune.with_parameters``). Searchers: Optuna (TPE, random, CMA-ES) through Ray Tune's
 ``OptunaSearch`` with a define-by-run space (so conditional parameters work), Ray Tune's own
-``BasicVariantGenerator`` for grids; ``Repeater`` runs each Optuna configuration with several
+``PointsSearcher`` for grids; ``Repeater`` runs each Optuna configuration with several
 seeds. Scheduling: ``ASHAScheduler``. Logging: Ray Tune's CSV/JSON loggers plus
 :class:`~sweeplab.tensorboard.HParamsLoggerCallback`.
 
@@ -112,12 +112,14 @@ def build_search(spec: JobSpec):
     Returns:
         ``(search_alg, num_trials)``.
     """
-    from ray.tune.search import BasicVariantGenerator, Repeater
+    from ray.tune.search import Repeater
+
+    from sweeplab.searchers import PointsSearcher
 
     s = spec.search
     if s.sampler == "grid":
         points = [{**p, "__trial_index__": r} for p in s.grid_points() for r in range(spec.repeats)]
-        return BasicVariantGenerator(points_to_evaluate=points, random_state=s.seed), len(points)
+        return PointsSearcher(points), len(points)
 
     import optuna
     from ray.tune.search.optuna import OptunaSearch

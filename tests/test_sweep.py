@@ -1,0 +1,252 @@
+"""The sweep engine end to end on real (small) data: Optuna + ASHA, grids with repeats,
+divergence, resume after Ctrl-C, tables, best config, TensorBoard files."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from sweeplab import load_sweep
+from sweeplab.cli import main
+from sweeplab.runner import SweepError, resume_sweep, run_sweep
+from sweeplab.spec import validate_spec
+
+CNN = {
+    "trainable": "cnn_classifier",
+    "data": {"name": "digits", "val_fraction": 0.2},
+    "train": {"epochs": 4, "batch_size": 64, "filters": 8, "n_blocks": 2, "threads": 1},
+    "metric": "val_accuracy",
+    "checkpoint": {"every": 1, "keep": 1},
+}
+
+
+def job(**changes):
+    raw = copy.deepcopy(CNN)
+    raw.update(changes)
+    return raw
+
+
+def read_scalars_and_hparams(trial_dir: Path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    acc = EventAccumulator(str(trial_dir))
+    acc.Reload()
+    hparams = {}
+    for content in acc.PluginTagToContent("hparams").values():
+        data = plugin_data_pb2.HParamsPluginData.FromString(content)
+        if data.HasField("session_start_info"):
+            for k, v in data.session_start_info.hparams.items():
+                hparams[k] = v.number_value if v.HasField("number_value") else v.string_value
+    return acc, hparams
+
+
+@pytest.fixture(scope="module")
+def asha_sweep(ray_session, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("asha")
+    spec = validate_spec(job(
+        name="asha",
+        search={"sampler": "tpe", "seed": 1, "num_samples": 8, "max_concurrent": 2, "space": {
+            "lr": {"type": "float", "low": 1e-5, "high": 3e-2, "log": True},
+            "norm": {"type": "categorical", "values": ["none", "batch"]},
+            "optimizer": {"type": "categorical", "values": ["adam", "sgd"]},
+            "momentum": {"type": "float", "low": 0.5, "high": 0.95, "when": {"optimizer": "sgd"}},
+        }},
+        scheduler={"type": "asha", "grace_period": 1, "reduction_factor": 3},
+    ))
+    path, _ = run_sweep(spec, storage_path=str(storage), verbose=0)
+    return load_sweep(path)
+
+
+def test_asha_stops_weak_trials_and_optuna_samples_conditionals(asha_sweep):
+    df = asha_sweep.dataframe()
+    assert len(df) == 8
+    assert set(df["status"]) <= {"completed", "stopped"}
+    stopped = df[df["status"] == "stopped"]
+    assert len(stopped) >= 1, df[["status", "training_iteration"]]
+    assert (stopped["training_iteration"] < 4).all()
+    assert (df.loc[df["status"] == "completed", "training_iteration"] == 4).all()
+    # momentum exists exactly for the SGD trials (a conditional parameter)
+    sgd = df["optimizer"] == "sgd"
+    assert df.loc[sgd, "momentum"].notna().all()
+    assert df.loc[~sgd, "momentum"].isna().all()
+    # real learning happened: the best trial beats chance (10 classes) by far
+    assert df["val_accuracy"].max() > 0.8
+
+
+def test_best_config_and_tables(asha_sweep, tmp_path):
+    df = asha_sweep.dataframe()
+    best = asha_sweep.best_config()
+    top = df.loc[df["val_accuracy"].idxmax()]
+    assert best["lr"] == pytest.approx(top["lr"])
+    assert best["epochs"] == 4 and "seed" in best
+    asha_sweep.spec.family().Config.model_validate(best)  # ready to re-run
+    md = asha_sweep.table()
+    assert md.splitlines()[0].startswith("| trial_id") and len(md.splitlines()) == 2 + 8
+    grouped = asha_sweep.table(group_by=["norm"], fmt="csv")
+    rows = grouped.strip().splitlines()
+    assert rows[0].startswith("norm,") and len(rows) == 1 + df["norm"].nunique()
+    assert "±" in grouped or (df.groupby("norm").size() == 1).all()
+    assert asha_sweep.table(fmt="latex").lstrip().startswith("\\begin{tabular}")
+    assert "<table" in asha_sweep.table(fmt="html")
+    with pytest.raises(SweepError, match="--format"):
+        asha_sweep.table(fmt="docx")
+    with pytest.raises(SweepError, match="--group-by"):
+        asha_sweep.table(group_by=["nonexistent"])
+    # the CLI: best prints a job that validates and re-runs the best config
+    out = tmp_path / "best.yaml"
+    import contextlib
+    import io
+
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["best", asha_sweep.path]) == 0
+    out.write_text(buf.getvalue())
+    rerun = validate_spec(yaml.safe_load(out.read_text()))
+    assert rerun.train["lr"] == pytest.approx(best["lr"]) and rerun.total_trials() == 1
+
+
+def test_ray_logs_and_tensorboard_hparams(asha_sweep):
+    df = asha_sweep.dataframe()
+    for _, row in df.iterrows():
+        trial_dir = Path(row["path"])
+        lines = (trial_dir / "result.json").read_text().strip().splitlines()
+        assert len(lines) == row["training_iteration"]
+        assert (trial_dir / "progress.csv").exists()
+        acc, hparams = read_scalars_and_hparams(trial_dir)
+        curve = acc.Scalars("ray/tune/val_accuracy")
+        assert len(curve) == row["training_iteration"]
+        assert curve[-1].value == pytest.approx(row["val_accuracy"], rel=1e-5)
+        assert hparams["lr"] == pytest.approx(row["lr"])
+        assert hparams["norm"] == row["norm"]
+        assert "seed" in hparams
+    hist = asha_sweep.history()
+    assert len(hist) == df["training_iteration"].sum()
+
+
+def test_grid_variants_repeats_and_statistics(ray_session, storage):
+    spec = validate_spec(job(
+        name="grid",
+        train={**CNN["train"], "epochs": 2},
+        search={"sampler": "grid", "variants": [
+            {"name": "adam", "optimizer": "adam", "lr": 0.01},
+            {"name": "sgd-tiny-lr", "optimizer": "sgd", "lr": 1e-4, "momentum": 0.0},
+        ]},
+        scheduler={"type": "none"}, repeats=3,
+    ))
+    path, _ = run_sweep(spec, storage_path=str(storage), verbose=0)
+    sweep = load_sweep(path)
+    df = sweep.dataframe()
+    assert len(df) == 6 and set(df["status"]) == {"completed"}
+    for _, group in df.groupby("variant"):
+        assert sorted(group["seed"]) == [0, 1, 2]  # repeats are seeds
+        assert group["val_accuracy"].nunique() > 1 or group["val_loss"].nunique() > 1
+    summary = sweep.summary()
+    assert list(summary.index) == ["adam", "sgd-tiny-lr"]  # sorted by the metric
+    assert (summary[("val_accuracy", "n")] == 3).all()
+    adam = df[df["variant"] == "adam"]["val_accuracy"]
+    assert summary.loc["adam", ("val_accuracy", "mean")] == pytest.approx(adam.mean())
+    assert summary.loc["adam", ("val_accuracy", "std")] == pytest.approx(adam.std(ddof=1))
+    table = sweep.table(group_by=["variant"])
+    assert "±" in table and "sgd-tiny-lr" in table
+    cmp = sweep.compare()
+    assert cmp.attrs["best"] == "adam"
+    assert cmp.iloc[0]["p_value"] < 0.05  # a useless learning rate is clearly worse
+
+
+def test_diverging_trial_is_marked_and_never_best(ray_session, storage):
+    spec = validate_spec(job(
+        name="diverge",
+        train={**CNN["train"], "epochs": 3},
+        search={"sampler": "grid", "variants": [
+            {"name": "sane", "optimizer": "adam", "lr": 0.01},
+            {"name": "exploding", "optimizer": "sgd", "lr": 1.0e20, "momentum": 0.9},
+        ]},
+        scheduler={"type": "none"},
+    ))
+    path, _ = run_sweep(spec, storage_path=str(storage), verbose=0)
+    sweep = load_sweep(path)
+    df = sweep.dataframe().set_index("variant")
+    assert df.loc["exploding", "status"] == "diverged"
+    assert df.loc["sane", "status"] == "completed"
+    assert sweep.best_config()["lr"] == 0.01
+    assert sweep.summary().loc["exploding", ("excluded", "")] == 1
+
+
+def test_run_refuses_existing_sweep_and_resume_of_nothing(ray_session, storage, asha_sweep, tmp_path):
+    spec = validate_spec(job(name=Path(asha_sweep.path).name, search={"sampler": "grid"},
+                             scheduler={"type": "none"}))
+    with pytest.raises(SweepError, match="already holds a sweep"):
+        run_sweep(spec, storage_path=str(Path(asha_sweep.path).parent))
+    with pytest.raises(SweepError, match="holds no sweeplab sweep"):
+        resume_sweep(str(tmp_path))
+    with pytest.raises(SweepError, match="no sweep named"):
+        resume_sweep("never-ran", storage_path=str(storage))
+
+
+EPOCHS = 12
+
+
+def _finished_trials(exp: Path) -> dict[str, int]:
+    """trial folder -> number of results, for trials that reported their last epoch."""
+    done = {}
+    for result in exp.glob("trial_*/result.json"):
+        lines = result.read_text().strip().splitlines()
+        try:
+            if lines and json.loads(lines[-1])["training_iteration"] == EPOCHS:
+                done[result.parent.name] = len(lines)
+        except (ValueError, KeyError):  # a line being written
+            pass
+    return done
+
+
+def test_resume_after_ctrl_c_keeps_finished_trials(ray_session, storage, tmp_path):
+    jobfile = tmp_path / "resume.yaml"
+    jobfile.write_text(yaml.safe_dump(job(
+        name="resume",
+        train={**CNN["train"], "epochs": EPOCHS},
+        search={"sampler": "random", "seed": 3, "num_samples": 5, "max_concurrent": 1, "space": {
+            "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}},
+        scheduler={"type": "none"},
+    )))
+    env = {k: v for k, v in os.environ.items() if k != "TUNE_DISABLE_SIGINT_HANDLER"}
+    proc = subprocess.Popen([sys.executable, "-m", "sweeplab.cli", "run", str(jobfile), "--quiet",
+                             "--storage-path", str(storage), "--num-cpus", "1"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    exp = storage / "resume"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(_finished_trials(exp)) < 2 and proc.poll() is None:
+        time.sleep(0.5)
+    if len(_finished_trials(exp)) < 2:
+        proc.kill()
+        pytest.fail(f"the sweep did not get going:\n{proc.communicate()[0][-3000:]}")
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    out, _ = proc.communicate(timeout=120)
+    before = _finished_trials(exp)
+    assert len(before) < 5, "interrupted too late to test anything"
+    configs_before = {p.parent.name: json.loads(p.read_text()) for p in exp.glob("trial_*/params.json")}
+
+    path, _ = resume_sweep("resume", storage_path=str(storage))
+    sweep = load_sweep(path)
+    df = sweep.dataframe()
+    assert len(df) == 5 and set(df["status"]) == {"completed"}, df[["trial_id", "status"]]
+    after = _finished_trials(exp)
+    for name, n in before.items():
+        assert after[name] == n, f"{name} was re-run"
+    for name, config in configs_before.items():  # nothing re-sampled
+        assert json.loads((exp / name / "params.json").read_text()) == config
+    # the interrupted trial continued from its checkpoint: exactly one result per epoch
+    for result in exp.glob("trial_*/result.json"):
+        iters = [json.loads(line)["training_iteration"] for line in result.read_text().splitlines()]
+        assert iters == list(range(1, EPOCHS + 1)), f"{result.parent.name}: {iters}"
+    lrs = df["lr"].to_numpy()
+    assert len(np.unique(lrs)) == 5
