@@ -256,7 +256,7 @@ def test_each_optimizer_builds_and_steps(name):
     assert type(fam.optimizer) is expected
     before = [p.detach().clone() for p in fam.model.parameters()]
     res = fam.train_iteration(0)
-    assert res["lr"] == DEFAULT_LR[name]
+    assert res["current_lr"] == DEFAULT_LR[name]
     assert math.isfinite(res["train_loss"]) and 0 <= res["train_accuracy"] <= 1
     assert all(not torch.equal(a, b) for a, b in zip(before, fam.model.parameters()))
     if name == "sgd":
@@ -340,7 +340,7 @@ def test_plateau_steps_on_val_or_train_loss_never_test(with_val):
             res = {**fam.train_iteration(it), **fam.evaluate(it)}
             fam.evaluate(it)  # a second evaluation in the same iteration must not step again
             seen.append(res)
-            lrs.append(res["lr"])
+            lrs.append(res["current_lr"])
     monitored = [r["val_loss" if with_val else "train_loss"] for r in seen]
     assert [c.args[0] for c in spy.call_args_list] == monitored
     assert all(c.args[0] != r["test_loss"] for c, r in zip(spy.call_args_list, seen))
@@ -352,3 +352,13 @@ def test_plateau_steps_on_val_or_train_loss_never_test(with_val):
         expected.append(replay.optimizer.param_groups[0]["lr"])
         replay.step(loss)
     assert lrs == expected
+
+
+def test_channels_last_default_follows_the_norm():
+    data = blob_bundle(n_train=16, n_test=8, size=8)
+    for norm, expect in (("batch", True), ("none", True), ("group", True), ("instance", False)):
+        fam = make_family(data, norm=norm, epochs=1)
+        w = fam.model.features[1][0].weight  # [8, 8, 3, 3]: the two layouts differ
+        assert fam.config.use_channels_last is expect
+        assert w.is_contiguous(memory_format=torch.channels_last) is expect
+    assert make_family(data, norm="instance", channels_last=True).config.use_channels_last

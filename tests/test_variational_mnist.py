@@ -305,7 +305,7 @@ def test_training_raises_elbo_and_finds_the_clusters():
     for it in range(fam.num_iterations):
         train = fam.train_iteration(it)
     after = fam.evaluate(fam.num_iterations - 1)
-    assert fam.step == 200 and train["beta"] == 1.0 and train["lr"] == pytest.approx(1e-2)
+    assert fam.step == 200 and train["beta"] == 1.0 and train["current_lr"] == pytest.approx(1e-2)
     assert after["elbo"] > before["elbo"] + 20, (before, after)
     # chance is NMI 0; the spec's initialisation already splits this easy data a little
     assert after["nmi"] > 0.85 and after["nmi"] > before["nmi"] + 0.05, (before, after)
@@ -327,7 +327,7 @@ def test_last_iteration_is_short_and_metrics_are_reported():
     res = fam.evaluate(1)
     assert res["eval_step"] == 130
     assert set(fam.metrics) >= {"train_loss", "nmi", "r2", "active_clusters", "elbo", "rho_norm",
-                                "cluster_accuracy", "beta", "lr"}
+                                "cluster_accuracy", "beta", "current_lr"}
     assert {"nmi", "r2", "active_clusters", "elbo", "cluster_accuracy"} <= set(res)
     grid = fam.media(1)["cluster_means"]
     assert grid.shape[0] == 3 and 0 <= grid.min() and grid.max() <= 1

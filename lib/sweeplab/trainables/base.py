@@ -119,10 +119,13 @@ def register_family(cls: type[ModelFamily]) -> type[ModelFamily]:
     """Class decorator: make ``cls`` available as ``trainable: <cls.name>`` in job files.
 
     Raises:
-        ValueError: if the name is taken.
+        ValueError: if the name is taken, or a metric has the name of a hyperparameter.
     """
     if cls.name in _FAMILIES and _FAMILIES[cls.name] is not cls:
         raise ValueError(f"model family {cls.name!r} is registered twice")
+    clash = sorted(set(cls.metrics) & set(cls.Config.model_fields))
+    if clash:  # tables and TensorBoard key both by name: a metric must not shadow a hyperparameter
+        raise ValueError(f"{cls.__name__}: metrics {clash} share names with hyperparameters; rename them")
     _FAMILIES[cls.name] = cls
     return cls
 
@@ -186,12 +189,19 @@ def batches(n: int, batch_size: int, *, shuffle: bool, generator: torch.Generato
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path`` and rename: never a half-written file."""
+    """``torch.save`` to a temporary file beside ``path`` and rename: never a half-written file.
+
+    If saving fails part-way, the temporary file is removed and ``path`` keeps its old content.
+    """
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    with open(tmp, "rb") as fh:
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        torch.save(obj, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def save_checkpoint_dir(directory: Path, family: ModelFamily, iteration: int,
@@ -216,12 +226,114 @@ def load_checkpoint_dir(directory: Path, family: ModelFamily) -> tuple[int, floa
 
     Uses ``torch.load(weights_only=True)``: a checkpoint can hold tensors and plain data only,
     never code.
+
+    Raises:
+        CheckpointError: the file holds pickled objects other than tensors and plain data
+            (nothing in it is executed), or it is not a checkpoint at all.
     """
-    state = torch.load(directory / STATE_FILE, map_location=family.device, weights_only=True)
+    import pickle
+
+    path = directory / STATE_FILE
+    try:
+        state = torch.load(path, map_location=family.device, weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: refused to load: a checkpoint may hold only tensors and plain data "
+                              f"(torch.load weights_only=True): {first}") from None
     family.load_state_dict(state["family"])
     family.generator.set_state(state["generator"].cpu())
     torch.set_rng_state(state["torch_rng"].cpu())
     return int(state["iteration"]), float(state.get("train_seconds", 0.0))
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file cannot be loaded safely (unsafe pickled objects, truncated, not torch)."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Fault injection (for testing sweeps' fault tolerance on real clusters)
+# ------------------------------------------------------------------------------------------------
+#: Environment variable read by the driver (``sweeplab run`` / ``resume``) and handed to every
+#: trial: ``KIND@ITERATION[:KEY=VALUE[,KEY=VALUE...]]`` rules separated by ``;``.
+FAULT_ENV = "SWEEPLAB_FAULT_INJECT"
+FAULT_KINDS = ("raise", "nan", "exit")
+
+
+class InjectedFault(RuntimeError):
+    """The error a ``raise`` rule of ``SWEEPLAB_FAULT_INJECT`` raises inside a trial."""
+
+
+def parse_fault_rules(text: str | None) -> list[tuple[str, int, dict[str, str]]]:
+    """Parse ``SWEEPLAB_FAULT_INJECT``: faults injected into matching trials, for testing.
+
+    Each rule is ``KIND@ITERATION[:KEY=VALUE,...]``; rules are separated by ``;``.
+
+    * ``raise@2``: the trial raises :class:`InjectedFault` in its 2nd iteration (1-based, Ray's
+      ``training_iteration``), after training and before reporting (Ray Tune retries it up to
+      ``failure.max_failures`` times from its last checkpoint, then marks it errored).
+    * ``nan@1``: the training loss of iteration 1 is reported as NaN (the trial is "diverged").
+    * ``exit@3``: the trial's worker process dies at once (``os._exit``), like an OOM kill.
+    * ``:norm=batch,variant=big``: only trials whose config has these values (compared as text).
+
+    Returns:
+        ``[(kind, iteration, {key: value})]``.
+
+    Raises:
+        ValueError: a malformed rule (the message shows the expected form).
+    """
+    rules = []
+    for raw in (text or "").split(";"):
+        rule = raw.strip()
+        if not rule:
+            continue
+        head, _, cond = rule.partition(":")
+        kind, at, it = head.partition("@")
+        match: dict[str, str] = {}
+        for item in filter(None, (c.strip() for c in cond.split(","))):
+            key, eq, value = item.partition("=")
+            if not eq or not key.strip():
+                kind = ""  # malformed condition
+                break
+            match[key.strip()] = value.strip()
+        if kind.strip() not in FAULT_KINDS or not at or not it.strip().isdigit() or int(it) < 1:
+            raise ValueError(f"{FAULT_ENV}: {rule!r} is not KIND@ITERATION[:KEY=VALUE,...] with KIND one of "
+                             f"{', '.join(FAULT_KINDS)} and ITERATION >= 1 (e.g. raise@2:norm=batch)")
+        rules.append((kind.strip(), int(it), match))
+    return rules
+
+
+def _fault_for(rules: list[tuple[str, int, dict[str, str]]], config: dict[str, Any],
+               iteration: int) -> str | None:
+    """The fault kind to inject in 1-based ``iteration`` of the trial with ``config``, if any."""
+    for kind, at, match in rules:
+        if at == iteration and all(str(config.get(k)) == v for k, v in match.items()):
+            return kind
+    return None
+
+
+def trial_device() -> torch.device:
+    """The device of a trial: CUDA when Ray allotted it a GPU (whole or a fraction, e.g.
+    ``resources.gpu: 0.25``) and CUDA works, else the CPU (CPU-only trials on GPU nodes stay on
+    the CPU). Outside Ray: CUDA if available."""
+    if not _gpu_allotted():
+        return torch.device("cpu")
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    import warnings
+
+    warnings.warn("this trial was allotted a GPU but torch cannot use CUDA here; training on the CPU",
+                  RuntimeWarning, stacklevel=2)
+    return torch.device("cpu")
+
+
+def _node_id() -> str:
+    """The Ray node id of this process ("" outside Ray): tells nodes apart when they share a hostname."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
+    except Exception:  # noqa: BLE001
+        return ""
 
 
 def _finite(value: Any) -> bool:
@@ -243,11 +355,13 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
         family: registered family name.
         settings: ``checkpoint_every`` (iterations between checkpoints, default 1),
             ``cpus`` (CPUs allotted per trial), ``media_every`` (iterations between TensorBoard
-            images, 0 = never).
+            images, 0 = never), ``fault_inject`` (rules as in :func:`parse_fault_rules`; default:
+            the ``SWEEPLAB_FAULT_INJECT`` environment variable).
 
     Reports after every iteration: the family's metrics, ``iteration_seconds`` (wall-clock
     seconds of the iteration), ``train_seconds`` (cumulative), ``seed``, ``diverged`` (0/1),
-    ``node`` (hostname), and a checkpoint every ``checkpoint_every`` iterations and at the end.
+    ``node`` (hostname), ``node_id`` (Ray's node id), ``device`` (``cpu``/``cuda``), and a
+    checkpoint every ``checkpoint_every`` iterations and at the end.
 
     When the training loss becomes NaN or infinite, the trial reports ``diverged=1`` with every
     declared metric NaN and ends (no retry, no checkpoint of the broken model); the sweep goes on.
@@ -265,7 +379,9 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
     torch.set_num_threads(int(cfg.threads or max(1, int(cpus))))
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2**32))
-    device = torch.device("cuda" if torch.cuda.is_available() and _gpu_allotted() else "cpu")
+    device = trial_device()
+    faults = parse_fault_rules(settings["fault_inject"] if "fault_inject" in settings
+                               else os.environ.get(FAULT_ENV))
 
     fam = fam_cls(cfg, data, device)
     start, train_seconds = 0, 0.0
@@ -276,13 +392,21 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
 
     every = max(1, int(settings.get("checkpoint_every", 1)))
     media_every = int(settings.get("media_every", 0) or 0)
-    constant = {"seed": cfg.seed, "node": os.uname().nodename, **fam.extra_results()}
+    constant = {"seed": cfg.seed, "node": os.uname().nodename, "node_id": _node_id(), "device": device.type,
+                **fam.extra_results()}
     writer = None
     total = fam.num_iterations
     for it in range(start, total):
         t0 = time.perf_counter()
         result = dict(fam.train_iteration(it))
         train_seconds += time.perf_counter() - t0
+        fault = _fault_for(faults, config, it + 1) if faults else None
+        if fault == "raise":
+            raise InjectedFault(f"{FAULT_ENV}: injected error in iteration {it + 1}")
+        if fault == "exit":
+            os._exit(70)
+        if fault == "nan":
+            result[fam.loss_metric] = float("nan")
         if not _finite(result.get(fam.loss_metric, 0.0)):
             # Every declared metric is reported as NaN: Optuna records the trial as failed, ASHA
             # ignores it when ranking, and the analysis marks it "diverged". No checkpoint of a

@@ -63,7 +63,8 @@ class CNNClassifierConfig(FamilyConfig):
     head_hidden: int = Field(0, ge=0, description="hidden units of the head (0 = linear head)")
     # training
     batch_size: int = Field(128, ge=1, description="training samples per step")
-    eval_batch_size: int = Field(1024, ge=1, description="samples per evaluation batch")
+    eval_batch_size: int = Field(
+        256, ge=1, description="samples per evaluation batch (256 measured fastest on CPU; 1024 is slower)")
     epochs: int = Field(5, ge=1, description="epochs (= iterations)")
     optimizer: Literal["adam", "adamw", "sgd", "adadelta", "rmsprop"] = "adam"
     lr: float | None = Field(None, gt=0.0, description="learning rate; default DEFAULT_LR[optimizer]")
@@ -79,13 +80,21 @@ class CNNClassifierConfig(FamilyConfig):
     crop_padding: int | None = Field(
         None, ge=0, description="pixels of zero padding for the random crop; default min(H, W) // 8, at least 1")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
-    channels_last: bool = Field(False, description="channels-last memory format (a CPU speed knob)")
+    channels_last: bool | None = Field(
+        None, description="channels-last memory format; default: on unless norm is instance "
+        "(measured on CPU: 1.2-2.5x faster steps for none/batch/layer/group, slower for instance)")
 
     @model_validator(mode="after")
     def _check_nesterov(self) -> "CNNClassifierConfig":
         if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
             raise ValueError("nesterov: true needs momentum > 0 with optimizer sgd")
         return self
+
+    @property
+    def use_channels_last(self) -> bool:
+        """``channels_last``, or by default True unless ``norm == "instance"`` (PyTorch's CPU
+        InstanceNorm2d has no channels-last kernel and gets slower with it)."""
+        return self.channels_last if self.channels_last is not None else self.norm != "instance"
 
     @property
     def effective_lr(self) -> float:
@@ -193,7 +202,7 @@ class CNNClassifier(ModelFamily):
         "val_accuracy": ("max", "fraction correct on the validation split"),
         "test_loss": ("min", "cross-entropy on the test split (nats per sample)"),
         "test_accuracy": ("max", "fraction correct on the test split"),
-        "lr": ("min", "learning rate used during the epoch (logged, not a tuning target)"),
+        "current_lr": ("min", "learning rate used during the epoch (logged, not a tuning target)"),
         "num_params": ("min", "number of model parameters"),
     }
     loss_metric: ClassVar[str] = "train_loss"
@@ -208,7 +217,7 @@ class CNNClassifier(ModelFamily):
                              dropout=cfg.dropout, norm=cfg.norm,
                              channel_growth=cfg.channel_growth, pooling=cfg.pooling,
                              head_hidden=cfg.head_hidden).to(device)
-        self.memory_format = torch.channels_last if cfg.channels_last else torch.contiguous_format
+        self.memory_format = torch.channels_last if cfg.use_channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.optimizer = build_optimizer(self.model.parameters(), cfg)
         self.scheduler = None
@@ -299,7 +308,7 @@ class CNNClassifier(ModelFamily):
             seen += len(idx)
         self._last_train_loss = float(total_loss) / max(seen, 1)
         return {"train_loss": self._last_train_loss, "train_accuracy": correct / max(seen, 1),
-                "lr": lr}
+                "current_lr": lr}
 
     @torch.inference_mode()
     def evaluate_split(self, split: str) -> tuple[float, float]:

@@ -114,7 +114,7 @@ class VariationalMNISTFamily(ModelFamily):
         "r2": ("max", "clip(1 - Var[f]/Var[psi_X(eta)], -10, 1) over r2_samples prior samples"),
         "rho_norm": ("max", "||rho||_2 (informational)"),
         "beta": ("max", "KL / conjugation weight at the iteration's last step (informational)"),
-        "lr": ("max", "learning rate at the iteration's last step (informational)"),
+        "current_lr": ("max", "learning rate at the iteration's last step (informational)"),
         "step": ("max", "optimisation steps done"),
         "eval_step": ("max", "step at which the reported evaluation metrics were computed"),
         **{f"val_{k}": (mode, desc + " (validation split; only when data.val_fraction > 0)")
@@ -213,7 +213,7 @@ class VariationalMNISTFamily(ModelFamily):
             total_loss += float(loss.detach())
             total_elbo += stats["elbo"]
         n = max(n_steps, 1)
-        return {"train_loss": total_loss / n, "train_elbo": total_elbo / n, "beta": beta, "lr": lr,
+        return {"train_loss": total_loss / n, "train_elbo": total_elbo / n, "beta": beta, "current_lr": lr,
                 "rho_norm": float(self.model.rho.detach().norm()), "step": float(self.step)}
 
     def evaluate(self, iteration: int) -> dict[str, float]:
