@@ -9,6 +9,11 @@ from scipy import stats
 from sweeplab.metrics import vae as vm
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    torch.set_num_threads(1)
+
+
 def exact_derp_expectation(n: int) -> float:
     """E[D] of the DERP statistic for exact N(0,1) samples, in closed form.
 
