@@ -157,6 +157,25 @@ def build_scheduler(spec: JobSpec):
 # ------------------------------------------------------------------------------------------------
 # Tuner
 # ------------------------------------------------------------------------------------------------
+def fault_injection(warn: bool = False) -> str:
+    """The driver's ``SWEEPLAB_FAULT_INJECT`` (testing only), checked; every trial receives it.
+    ``warn`` logs a warning when it is set.
+
+    Raises:
+        SweepError: a malformed rule.
+    """
+    from sweeplab.trainables.base import FAULT_ENV, parse_fault_rules
+
+    faults = os.environ.get(FAULT_ENV, "")
+    try:
+        parse_fault_rules(faults)
+    except ValueError as exc:
+        raise SweepError(str(exc)) from None
+    if faults and warn:
+        logger.warning("%s=%s: injecting faults into matching trials", FAULT_ENV, faults)
+    return faults
+
+
 def make_trainable(spec: JobSpec, data: Any):
     """The shared trial loop bound to this job's family, data (via the object store) and
     per-trial resources."""
@@ -165,7 +184,7 @@ def make_trainable(spec: JobSpec, data: Any):
     from sweeplab.trainables.base import run_trial
 
     settings = {"cpus": spec.resources.cpu, "checkpoint_every": spec.checkpoint.every,
-                "media_every": spec.logging.media_every}
+                "media_every": spec.logging.media_every, "fault_inject": fault_injection()}
     fn = tune.with_parameters(run_trial, data=data, family=spec.trainable, settings=settings)
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
@@ -197,24 +216,74 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard:
     if ray.is_initialized():
         return
     if address:
-        ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
+        except (ConnectionError, RuntimeError) as exc:
+            auth = "auth" in str(exc).lower() or "token" in str(exc).lower()
+            hint = ("the cluster uses token authentication: export RAY_AUTH_MODE=token and make its token "
+                    "available (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN; `ray get-auth-token` "
+                    "on the head prints it)") if auth else \
+                ("start the cluster first (`ray up cluster.yaml`, or `ray start --head` on the head node) "
+                 "and pass its address: --address auto on a cluster node, else --address HEAD_IP:6379")
+            raise SweepError(f"--address {address}: cannot connect to a Ray cluster; {hint}") from None
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=dashboard, logging_level=logging.WARNING)
+        # address="local": always a fresh Ray of our own; without it ray.init() attaches to the
+        # latest cluster that `ray start` left on this machine (/tmp/ray/ray_current_cluster).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=dashboard,
+                 logging_level=logging.WARNING)
+
+
+#: The autoscaling config the cluster launcher leaves on the head node (``ray up``).
+AUTOSCALER_CONFIG = "~/ray_bootstrap_config.yaml"
+
+
+def launchable_node_resources(config_path: str | None = None) -> list[dict[str, float]]:
+    """Resources of the node types an autoscaler may still add (``max_workers > 0``), read from
+    the cluster launcher's config on the head node (``$SWEEPLAB_AUTOSCALER_CONFIG``, default
+    ``~/ray_bootstrap_config.yaml``). Empty when there is no such file (a hand-started cluster,
+    a local Ray) or when it declares no resources.
+
+    Returns:
+        One ``{"CPU": ..., "GPU": ...}`` dict per launchable node type.
+    """
+    path = Path(os.path.expanduser(config_path or os.environ.get("SWEEPLAB_AUTOSCALER_CONFIG",
+                                                                   AUTOSCALER_CONFIG)))
+    try:
+        config = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return []
+    out = []
+    node_types = config.get("available_node_types") or {}
+    for name, node_type in node_types.items() if isinstance(node_types, dict) else []:
+        if not isinstance(node_type, dict):
+            continue
+        limit = node_type.get("max_workers", config.get("max_workers", 0))
+        if name != config.get("head_node_type") and limit and isinstance(node_type.get("resources"), dict):
+            out.append({k: float(v) for k, v in node_type["resources"].items() if isinstance(v, (int, float))})
+    return out
 
 
 def check_resources(spec: JobSpec) -> None:
     """Fail fast when no node can ever hold one trial (instead of Ray waiting forever).
+
+    A node counts if it is alive now or if the cluster launcher's autoscaler may add it
+    (:func:`launchable_node_resources`): a GPU sweep on a cluster whose GPU workers scale from
+    zero waits for them instead of failing.
 
     Raises:
         SweepError: naming the resource, what a trial asks for and the largest node.
     """
     import ray
 
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
     if not nodes or os.environ.get("SWEEPLAB_ALLOW_PENDING") == "1":
         return
-    max_cpu = max(n["Resources"].get("CPU", 0.0) for n in nodes)
-    max_gpu = max(n["Resources"].get("GPU", 0.0) for n in nodes)
+    nodes += launchable_node_resources()
+    fits = [n for n in nodes if n.get("CPU", 0.0) >= spec.resources.cpu and n.get("GPU", 0.0) >= spec.resources.gpu]
+    if fits:
+        return
+    max_cpu = max(n.get("CPU", 0.0) for n in nodes)
+    max_gpu = max(n.get("GPU", 0.0) for n in nodes)
     if spec.resources.cpu > max_cpu:
         raise SweepError(f"resources.cpu: a trial asks for {spec.resources.cpu} CPUs but the largest node has "
                          f"{max_cpu:g}; lower resources.cpu (or set SWEEPLAB_ALLOW_PENDING=1 on an autoscaling "
@@ -223,6 +292,8 @@ def check_resources(spec: JobSpec) -> None:
         raise SweepError(f"resources.gpu: a trial asks for {spec.resources.gpu} GPUs but the largest node has "
                          f"{max_gpu:g}; set resources.gpu: 0 for CPU trials (or SWEEPLAB_ALLOW_PENDING=1 on an "
                          "autoscaling cluster that will add GPU nodes)")
+    raise SweepError(f"resources: a trial asks for {spec.resources.cpu:g} CPUs and {spec.resources.gpu:g} GPUs "
+                     "together, and no node has both; lower one of them")
 
 
 def check_storage(storage: str) -> None:
@@ -304,6 +375,12 @@ def read_job(path: str) -> JobSpec:
     except (FileNotFoundError, OSError):
         raise SweepError(f"{path}: holds no sweeplab sweep (no {JOB_FILE}); give the folder that "
                          "`sweeplab run` printed, or the sweep's name with --storage-path") from None
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}/{JOB_FILE}: corrupt ({str(exc).splitlines()[0]}); restore it from the job "
+                         "file the sweep was started with (sweeplab validate JOB.yaml shows the same fields)") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}/{JOB_FILE}: corrupt (not a mapping of job fields); restore it from the job "
+                         "file the sweep was started with")
     return validate_spec(raw, source=f"{path}/{JOB_FILE}", check_data=False)
 
 
@@ -344,6 +421,7 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
         raise SweepError(f"{exp_path} already holds a sweep; continue it with `sweeplab resume {exp_path}` "
                          "or start another with --name")
     data = prepare_data(spec)  # before Ray starts: bad data fails fast
+    fault_injection(warn=True)
     init_ray(address, num_cpus, dashboard)
     check_resources(spec)
     if address:
@@ -412,7 +490,11 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
     if problems:
         raise SpecError("\n".join(f"{exp_path}/{JOB_FILE}: {p}" for p in problems))
     data = prepare_data(spec)
+    fault_injection(warn=True)
     init_ray(address, num_cpus, dashboard)
+    check_resources(spec)
+    if address:
+        check_storage(exp_path)
     tuner = tune.Tuner.restore(exp_path, trainable=make_trainable(spec, data),
                                resume_unfinished=True, resume_errored=not restart_errored,
                                restart_errored=restart_errored)
