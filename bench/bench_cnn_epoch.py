@@ -1,8 +1,10 @@
 """Seconds per epoch and accuracy of ``cnn_classifier`` configs on real Fashion-MNIST.
 
 Runs the family directly (no Ray): for each config, ``--epochs`` epochs of
-``train_iteration`` + ``evaluate``, printing per epoch the training seconds, the evaluation
-seconds and the test accuracy. Used to size the budget of ``tune_jobs/fashion_cnn.yaml``.
+``train_iteration`` + ``evaluate``, printing per epoch the wall-clock and the process CPU
+seconds of training and evaluation, and the test accuracy. On a shared machine the CPU seconds
+(at ``--threads 1``) are the better estimate of an epoch on a free core; the load average is
+printed with every line. Used to size the budget of ``tune_jobs/fashion_cnn.yaml``.
 
     python bench/bench_cnn_epoch.py --root /work/data --threads 1 --epochs 1
     python bench/bench_cnn_epoch.py --epochs 3 --config '{"n_blocks": 4, "filters": 64}'
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 
 import numpy as np
@@ -62,23 +65,26 @@ def main() -> None:
         fam = CNNClassifier(cfg, data, torch.device("cpu"))
         train_s, eval_s, res = [], [], {}
         for it in range(args.epochs):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             res = fam.train_iteration(it)
-            t1 = time.perf_counter()
+            t1, c1 = time.perf_counter(), time.process_time()
             res.update(fam.evaluate(it))
-            t2 = time.perf_counter()
-            train_s.append(t1 - t0)
-            eval_s.append(t2 - t1)
-            print(f"{raw} epoch {it + 1}: train {t1 - t0:.1f} s, eval {t2 - t1:.1f} s, "
+            t2, c2 = time.perf_counter(), time.process_time()
+            train_s.append((t1 - t0, c1 - c0))
+            eval_s.append((t2 - t1, c2 - c1))
+            print(f"{raw} epoch {it + 1}: train {t1 - t0:.1f} s wall / {c1 - c0:.1f} s CPU, "
+                  f"eval {t2 - t1:.1f} s wall / {c2 - c1:.1f} s CPU, "
                   f"train_loss {res['train_loss']:.4f}, test_loss {res['test_loss']:.4f}, "
-                  f"test_accuracy {res['test_accuracy']:.4f}", flush=True)
-        rows.append((json.dumps(raw), fam.extra_results()["num_params"], float(np.median(train_s)),
-                     float(np.median(eval_s)), res["test_accuracy"]))
+                  f"test_accuracy {res['test_accuracy']:.4f}, load {os.getloadavg()[0]:.1f}", flush=True)
+        tw, tc = np.median(np.array(train_s), axis=0)
+        ew, ec = np.median(np.array(eval_s), axis=0)
+        rows.append((json.dumps(raw), fam.extra_results()["num_params"], tw, tc, ew, ec, res["test_accuracy"]))
     print(f"\nFashion-MNIST, {len(data.y_train)} train / {len(data.y_test)} test, batch {args.batch_size}, "
           f"{args.threads} thread(s), {args.epochs} epoch(s)")
-    print(f"{'config':70s} {'params':>9s} {'train s/epoch':>14s} {'eval s':>7s} {'test acc':>9s}")
-    for name, p, ts, es, acc in rows:
-        print(f"{name:70s} {p:9d} {ts:14.1f} {es:7.1f} {acc:9.4f}")
+    print(f"{'config':70s} {'params':>8s} {'train s wall':>12s} {'train s CPU':>11s} "
+          f"{'eval s wall':>11s} {'eval s CPU':>10s} {'test acc':>8s}")
+    for name, p, tw, tc, ew, ec, acc in rows:
+        print(f"{name:70s} {p:8d} {tw:12.1f} {tc:11.1f} {ew:11.1f} {ec:10.1f} {acc:8.4f}")
 
 
 if __name__ == "__main__":

@@ -12,8 +12,8 @@ from torch import nn
 
 from sweeplab.datasets.base import DataBundle
 from sweeplab.metrics.classification import accuracy, correct_count
-from sweeplab.models.cnn import (NORMS, ConvNet, group_count, max_pools, num_params,
-                                 pool_positions)
+from sweeplab.models.cnn import (NORMS, ConvNet, InstanceNorm, group_count, max_pools,
+                                 num_params, pool_positions)
 from sweeplab.trainables.base import get_family, load_checkpoint_dir, save_checkpoint_dir
 from sweeplab.trainables.cnn_classifier import (DEFAULT_LR, CNNClassifier, CNNClassifierConfig,
                                                 channel_stats, random_flip_crop)
@@ -103,7 +103,7 @@ def test_pooling_placement_and_limits():
 
 def test_block_layout_conv_norm_relu_dropout2d_pool():
     expected_norm = {"batch": nn.BatchNorm2d, "layer": nn.GroupNorm, "group": nn.GroupNorm,
-                     "instance": nn.InstanceNorm2d, "none": nn.Identity}
+                     "instance": InstanceNorm, "none": nn.Identity}
     for norm, cls in expected_norm.items():
         model = ConvNet((1, 28, 28), 10, n_blocks=4, filters=16, norm=norm, dropout=0.25)
         for i, block in enumerate(model.features):
@@ -118,9 +118,32 @@ def test_block_layout_conv_norm_relu_dropout2d_pool():
         if norm == "group":
             assert n.num_groups == group_count(16) == 4
         if norm == "instance":
-            assert n.affine
+            assert n.affine and n.num_groups == 16
     no_drop = ConvNet((1, 28, 28), 10, n_blocks=2, dropout=0.0)
     assert not any(isinstance(m, nn.Dropout2d) for m in no_drop.modules())
+
+
+def test_instance_norm_equals_torch_instance_norm2d():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 6, 7, 4, generator=g) * 3 + 1
+    ours, ref = InstanceNorm(6), nn.InstanceNorm2d(6, affine=True)
+    with torch.no_grad():
+        ours.weight.copy_(torch.rand(6, generator=g) + 0.5)
+        ours.bias.copy_(torch.randn(6, generator=g))
+        ref.weight.copy_(ours.weight)
+        ref.bias.copy_(ours.bias)
+    for mode in (True, False):
+        ours.train(mode)
+        ref.train(mode)
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        ya, yb = ours(xa), ref(xb)
+        torch.testing.assert_close(ya, yb, rtol=1e-5, atol=1e-5)
+        w = torch.randn(ya.shape, generator=g)
+        (ya * w).sum().backward()
+        (yb * w).sum().backward()
+        torch.testing.assert_close(xa.grad, xb.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.weight.grad, ref.weight.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(ours.bias.grad, ref.bias.grad, rtol=1e-4, atol=1e-5)
 
 
 def test_group_count():

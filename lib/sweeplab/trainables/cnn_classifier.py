@@ -92,8 +92,10 @@ class CNNClassifierConfig(FamilyConfig):
 
     @property
     def use_channels_last(self) -> bool:
-        """``channels_last``, or by default True unless ``norm == "instance"`` (PyTorch's CPU
-        InstanceNorm2d has no channels-last kernel and gets slower with it)."""
+        """``channels_last``, or by default True unless ``norm == "instance"`` (measured at one
+        CPU thread: channels-last makes a training step 1.2-2x faster with no, batch, layer
+        or group norm, through oneDNN convolutions and pooling, but 25% slower with instance
+        norm, whose per-channel statistics want the contiguous layout)."""
         return self.channels_last if self.channels_last is not None else self.norm != "instance"
 
     @property
