@@ -176,15 +176,17 @@ def fault_injection(warn: bool = False) -> str:
     return faults
 
 
-def make_trainable(spec: JobSpec, data: Any):
+def make_trainable(spec: JobSpec, data: Any, exp_path: str | None = None):
     """The shared trial loop bound to this job's family, data (via the object store) and
-    per-trial resources."""
+    per-trial resources. ``exp_path``: the sweep folder, where trials write their TensorBoard
+    images directly when it is a local (or shared) path."""
     from ray import tune
 
     from sweeplab.trainables.base import run_trial
 
     settings = {"cpus": spec.resources.cpu, "checkpoint_every": spec.checkpoint.every,
-                "media_every": spec.logging.media_every, "fault_inject": fault_injection()}
+                "media_every": spec.logging.media_every, "fault_inject": fault_injection(),
+                "experiment_dir": None if exp_path is None or _is_uri(exp_path) else exp_path}
     fn = tune.with_parameters(run_trial, data=data, family=spec.trainable, settings=settings)
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
@@ -429,7 +431,7 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
     save_job(spec, exp_path)
     search_alg, num_trials = build_search(spec)
     tuner = tune.Tuner(
-        make_trainable(spec, data),
+        make_trainable(spec, data, exp_path),
         param_space=dict(spec.train),
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.resolved_mode(), search_alg=search_alg,
@@ -438,6 +440,8 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
             reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
             name=name, storage_path=storage, verbose=verbose,
+            # with s3:// or gs:// storage, images written in the trial's working dir are uploaded
+            sync_config=tune.SyncConfig(sync_artifacts=_is_uri(storage)),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
             callbacks=_callbacks(spec)),
@@ -495,7 +499,7 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
     check_resources(spec)
     if address:
         check_storage(exp_path)
-    tuner = tune.Tuner.restore(exp_path, trainable=make_trainable(spec, data),
+    tuner = tune.Tuner.restore(exp_path, trainable=make_trainable(spec, data, exp_path),
                                resume_unfinished=True, resume_errored=not restart_errored,
                                restart_errored=restart_errored)
     return exp_path, tuner.fit()

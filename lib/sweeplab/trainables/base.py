@@ -423,7 +423,7 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
         if media_every and ((it + 1) % media_every == 0 or it + 1 == total):
             images = fam.media(it)
             if images:
-                writer = writer or _media_writer()
+                writer = writer or _media_writer(settings.get("experiment_dir"))
                 for tag, img in images.items():
                     writer.add_image(tag, img.detach().cpu().clamp(0, 1).numpy(), it + 1)
                 writer.flush()
@@ -446,9 +446,17 @@ def _gpu_allotted() -> bool:
         return True
 
 
-def _media_writer():
-    """A tensorboardX writer in the trial's own directory, beside Ray's scalar events."""
+def _media_writer(experiment_dir: str | None):
+    """A tensorboardX writer for image grids, beside Ray's scalar events in the trial's folder
+    (``<experiment_dir>/trial_<id>``, the runner's trial folder name). Without a local
+    experiment folder (cloud storage) it writes in the trial's working directory, which Ray
+    uploads (``SyncConfig(sync_artifacts=True)``)."""
     from ray import tune
     from tensorboardX import SummaryWriter
 
-    return SummaryWriter(logdir=tune.get_context().get_trial_dir(), filename_suffix=".media")
+    ctx = tune.get_context()
+    if experiment_dir:
+        logdir = str(Path(experiment_dir) / f"trial_{ctx.get_trial_id()}")
+    else:
+        logdir = ctx.get_trial_dir()
+    return SummaryWriter(logdir=logdir, filename_suffix=".media")
