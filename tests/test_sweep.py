@@ -250,3 +250,16 @@ def test_resume_after_ctrl_c_keeps_finished_trials(ray_session, storage, tmp_pat
         assert iters == list(range(1, EPOCHS + 1)), f"{result.parent.name}: {iters}"
     lrs = df["lr"].to_numpy()
     assert len(np.unique(lrs)) == 5
+
+
+def test_plots_and_optuna_study(asha_sweep, tmp_path):
+    study = asha_sweep.to_optuna_study()
+    df = asha_sweep.dataframe()
+    assert len(study.trials) == len(df)
+    best = max(t.value for t in study.trials if t.value is not None)
+    assert best == pytest.approx(df["val_accuracy"].max())
+    paths = asha_sweep.plot(tmp_path / "plots")
+    names = {p.name for p in paths}
+    assert {"curves.png", "parallel.png", "slice.png", "importances.png"} <= names
+    for p in paths:
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000

@@ -172,7 +172,10 @@ class Sweep:
         if missing:
             raise SweepError(f"--group-by {', '.join(missing)}: not a column; choose from "
                              f"{', '.join(c for c in df.columns if c not in ('path',))}")
-        metrics = list(metrics) if metrics else [m for m in self.metric_names if m in df.columns]
+        if metrics:
+            metrics = list(metrics)
+        else:  # every reported metric that some trial has
+            metrics = [m for m in self.metric_names if m in df.columns and df[m].notna().any()]
         keyed = df.assign(**{g: df[g].astype(str) for g in group_by})
         kept = keyed[keyed["status"].isin(list(include))]
         agg = {}
@@ -226,6 +229,7 @@ class Sweep:
                 [p for p in self.param_names if p in df] + ["seed", "training_iteration"] + metrics + \
                 [c for c in ("num_params", "train_seconds") if c in df and c not in metrics]
             frame = df[[c for c in cols if c in df.columns]].copy()
+            frame = frame.drop(columns=[m for m in metrics if m in frame and frame[m].isna().all()])
             for c in frame.columns:
                 if pd.api.types.is_float_dtype(frame[c]):
                     frame[c] = frame[c].map(lambda v: _fmt(v, digits))
@@ -276,6 +280,114 @@ class Sweep:
         out = pd.DataFrame(rows)
         out.attrs["best"] = best
         return out
+
+
+    # -- plots ---------------------------------------------------------------------------------------
+    def to_optuna_study(self, metric: str | None = None):
+        """The sweep as an in-memory Optuna study (one finished trial per sweep trial, its last
+        ``metric`` as the value; diverged/errored trials as failed), for Optuna's analysis and
+        visualisation tools (``optuna.importance``, ``optuna.visualization``).
+
+        Raises:
+            SweepError: when the sweep has no varied hyperparameters.
+        """
+        import optuna
+
+        from sweeplab.spec import CategoricalParam, FloatParam
+
+        metric = metric or self.metric
+        mode = self.mode if metric == self.metric else self.spec.family().metrics[metric][0]
+        if not self.spec.search.space:
+            raise SweepError(f"{self.path}: the sweep has no search space to analyse")
+        dists = {}
+        for name, p in self.spec.search.space.items():
+            if isinstance(p, CategoricalParam):
+                dists[name] = optuna.distributions.CategoricalDistribution(p.values)
+            elif isinstance(p, FloatParam):
+                dists[name] = optuna.distributions.FloatDistribution(p.low, p.high, log=p.log, step=p.step)
+            else:
+                dists[name] = optuna.distributions.IntDistribution(p.low, p.high, log=p.log, step=p.step)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        study = optuna.create_study(direction="maximize" if mode == "max" else "minimize",
+                                    study_name=self.spec.name)
+        for _, row in self.dataframe().iterrows():
+            params = {k: _py(row[k]) for k in dists if k in row and not _missing(row[k])}
+            value = row.get(metric)
+            ok = row["status"] in ("completed", "stopped") and not _missing(value)
+            study.add_trial(optuna.trial.create_trial(
+                params=params, distributions={k: dists[k] for k in params},
+                value=float(value) if ok else None,
+                state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
+                user_attrs={"trial_id": row["trial_id"], "status": row["status"]}))
+        return study
+
+    def plot(self, out_dir: str | Path, metric: str | None = None) -> list[Path]:
+        """Write the sweep's figures as PNGs into ``out_dir``.
+
+        ``curves.png``: ``metric`` per iteration of every trial (ASHA-stopped trials dashed).
+        With a search space, Optuna's matplotlib visualisations of the same study:
+        ``importances.png`` (fANOVA hyperparameter importances), ``parallel.png`` (parallel
+        coordinates) and ``slice.png``.
+
+        Returns:
+            The paths written.
+        """
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        metric = metric or self.metric
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        written = []
+        hist, df = self.history(), self.dataframe().set_index("trial_id")
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for trial_id, frame in hist.groupby("trial_id"):
+            if metric not in frame:
+                continue
+            status = df.loc[trial_id, "status"] if trial_id in df.index else ""
+            ax.plot(frame["training_iteration"], frame[metric], "--" if status == "stopped" else "-",
+                    alpha=0.8, label=f"{trial_id} ({status})")
+        ax.set_xlabel("training_iteration")
+        ax.set_ylabel(metric)
+        ax.set_title(f"{self.spec.name}: {metric} per iteration (dashed: stopped by ASHA)")
+        if hist["trial_id"].nunique() <= 12:
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out / "curves.png")
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+        if self.spec.search.space:
+            import warnings
+
+            from optuna.visualization import matplotlib as ovm
+
+            study = self.to_optuna_study(metric)
+            done = [t for t in study.trials if t.state.name == "COMPLETE"]
+            plots = [("parallel.png", ovm.plot_parallel_coordinate), ("slice.png", ovm.plot_slice)]
+            if len(done) >= 2 and len(self.spec.search.space) >= 2:
+                plots.insert(0, ("importances.png", ovm.plot_param_importances))
+            for fname, fn in plots:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
+                    axes = fn(study)
+                first = axes.flat[0] if hasattr(axes, "flat") else axes
+                first.figure.set_size_inches(max(7, 2.5 * len(self.spec.search.space)), 4.5)
+                first.figure.tight_layout()
+                written.append(out / fname)
+                first.figure.savefig(written[-1], dpi=110)
+                plt.close(first.figure)
+        return written
+
+
+def _missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _py(value: Any) -> Any:
+    """NumPy scalars -> Python scalars (Optuna checks categorical choices by equality and type)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def _status(trial: Any, last: dict[str, Any], max_t: int) -> str:

@@ -66,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("--config-only", action="store_true", help="print only the hyperparameters")
     best.add_argument("--storage-path")
 
+    plot = sub.add_parser("plot", help="write learning curves and Optuna's plots (PNG) of a sweep")
+    plot.add_argument("sweep")
+    plot.add_argument("--out", help="folder for the PNGs (default: <sweep>/plots)")
+    plot.add_argument("--metric")
+    plot.add_argument("--storage-path")
+
     cmp_ = sub.add_parser("compare", help="Welch's t-test of each group against the best group")
     cmp_.add_argument("sweep")
     cmp_.add_argument("--metric")
@@ -115,20 +121,39 @@ def _dispatch(args: argparse.Namespace) -> int:
         from sweeplab.analysis import load_sweep
 
         sweep = load_sweep(args.sweep, args.storage_path)
+        _check_metric(sweep, args.metric)
         if args.config_only:
             print(yaml.safe_dump(sweep.best_config(args.metric, args.mode), sort_keys=False), end="")
         else:
             print(yaml.safe_dump(sweep.best_job(args.metric, args.mode), sort_keys=False), end="")
         return 0
+    if args.command == "plot":
+        from sweeplab.analysis import load_sweep
+
+        sweep = load_sweep(args.sweep, args.storage_path)
+        out = args.out or f"{sweep.path}/plots"
+        for path in sweep.plot(out, args.metric):
+            print(path)
+        return 0
     if args.command == "compare":
         from sweeplab.analysis import load_sweep
 
         sweep = load_sweep(args.sweep, args.storage_path)
+        _check_metric(sweep, args.metric)
         out = sweep.compare(args.metric, args.group_by)
         print(f"best group: {out.attrs.get('best')}")
         print(out.to_markdown(index=False, floatfmt=".4g") if not out.empty else "(one group only)")
         return 0
     raise AssertionError(args.command)
+
+
+def _check_metric(sweep, metric: str | None) -> None:
+    """Raise SweepError when ``--metric`` is not one the sweep's family reports."""
+    from sweeplab.runner import SweepError
+
+    if metric is not None and metric not in sweep.metric_names:
+        raise SweepError(f"--metric {metric}: {sweep.spec.trainable} does not report it; choose one of "
+                         f"{', '.join(sweep.metric_names)}")
 
 
 def _validate(args: argparse.Namespace) -> int:
