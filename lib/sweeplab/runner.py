@@ -300,7 +300,8 @@ def check_resources(spec: JobSpec) -> None:
 
 def check_storage(storage: str) -> None:
     """A local storage path is only safe on a one-node cluster (since Ray 2.7 results are not
-    synced to the head node).
+    synced to the head node). A cluster whose autoscaler may add workers
+    (:func:`launchable_node_resources`) counts as multi-node even while it has one node.
 
     Raises:
         SweepError: on a multi-node cluster with a local path.
@@ -310,9 +311,10 @@ def check_storage(storage: str) -> None:
     if _is_uri(storage) or os.environ.get("SWEEPLAB_SHARED_FS") == "1":
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if len(nodes) > 1 and not _on_shared_filesystem(storage):
+    if (len(nodes) > 1 or launchable_node_resources()) and not _on_shared_filesystem(storage):
+        now = f"the cluster has {len(nodes)} nodes" if len(nodes) > 1 else "the cluster's autoscaler adds nodes"
         raise SweepError(
-            f"--storage-path {storage!r} is local to this machine, but the cluster has {len(nodes)} nodes: "
+            f"--storage-path {storage!r} is local to this machine, but {now}: "
             "trials on other nodes could not write their results there. Use s3://bucket/path, gs://..., "
             "or a shared filesystem mounted on every node (then set SWEEPLAB_SHARED_FS=1)")
 
