@@ -16,7 +16,7 @@ Reported after every epoch:
 * ``test_loss``, ``test_accuracy``: on the test split.
   Evaluation losses are plain cross-entropy (nats per sample, no label smoothing), computed in
   eval mode without gradients in batches of ``eval_batch_size``.
-* ``lr``: learning rate used during the epoch (of the first parameter group).
+* ``current_lr``: learning rate used during the epoch (of the first parameter group).
 * ``num_params``: number of model parameters (constant, via ``extra_results``).
 
 ``lr_schedule: plateau`` steps ``ReduceLROnPlateau`` once per epoch on ``val_loss`` when the
@@ -286,7 +286,7 @@ class CNNClassifier(ModelFamily):
         A final batch of a single sample is skipped (BatchNorm cannot train on it).
 
         Returns:
-            ``train_loss`` (nats per sample), ``train_accuracy`` (fraction) and ``lr``.
+            ``train_loss`` (nats per sample), ``train_accuracy`` (fraction) and ``current_lr``.
         """
         cfg = self.config
         self.model.train()
