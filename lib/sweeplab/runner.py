@@ -448,7 +448,66 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
             callbacks=_callbacks(spec)),
     )
-    return exp_path, tuner.fit()
+    results = tuner.fit()
+    record_lost_errors(exp_path, results)
+    return exp_path, results
+
+
+def record_lost_errors(exp_path: str, results: Any) -> list[str]:
+    """Save the ERROR status of trials whose worker process died, which Ray Tune loses.
+
+    Ray Tune (2.60) drops the trial's actor before it processes the failed task, and then
+    skips re-saving that trial's state: a trial whose process was killed (OOM killer, a crash,
+    ``os._exit``) stays RUNNING in ``experiment_state-*.json`` although the fit reported its
+    error. Tables would show it ``unfinished`` and ``best_config`` could pick its partial
+    results. This marks each such trial ERROR (with its failure count and error file) in the
+    saved state, from the :class:`~ray.tune.ResultGrid` of the finished fit.
+
+    Args:
+        exp_path: the sweep folder (local path or URI).
+        results: the ``ResultGrid`` that ``Tuner.fit()`` returned.
+
+    Returns:
+        The ids of the trials repaired.
+    """
+    import json
+
+    import pyarrow.fs as pafs
+
+    errored = {}
+    for result in results:
+        if result.error is not None and result.path:
+            trial_id = (result.metrics or {}).get("trial_id") or Path(result.path).name.removeprefix("trial_")
+            errored[trial_id] = Path(result.path).name
+    if not errored:
+        return []
+    try:
+        fs, root = pafs.FileSystem.from_uri(exp_path if _is_uri(exp_path) else str(Path(exp_path).absolute()))
+        states = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root))
+                        if Path(i.path).name.startswith("experiment_state-") and i.path.endswith(".json"))
+        if not states:
+            return []
+        with fs.open_input_stream(states[-1]) as fh:
+            state = json.loads(fh.read().decode())
+        repaired = []
+        for entry in state["trial_data"]:
+            trial, meta = json.loads(entry[0]), json.loads(entry[1])
+            if trial.get("trial_id") in errored and trial.get("status") not in ("ERROR", "TERMINATED"):
+                trial["status"] = "ERROR"
+                meta["num_failures"] = max(int(meta.get("num_failures") or 0), int(trial.get("max_failures") or 0) + 1)
+                error_file = f"{root}/{errored[trial['trial_id']]}/error.txt"
+                if fs.get_file_info(error_file).type != pafs.FileType.NotFound:
+                    meta["error_filename"] = "error.txt"
+                entry[0], entry[1] = json.dumps(trial), json.dumps(meta)
+                repaired.append(trial["trial_id"])
+        if repaired:
+            with fs.open_output_stream(states[-1]) as fh:
+                fh.write(json.dumps(state).encode())
+            logger.warning("trial(s) %s died (worker process killed); saved them as errored", ", ".join(repaired))
+        return repaired
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:  # an unexpected state format
+        logger.warning("could not check the saved trial states for lost errors: %s", exc)
+        return []
 
 
 def locate_sweep(name_or_path: str, storage_path: str | None = None) -> str:
@@ -504,4 +563,6 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
     tuner = tune.Tuner.restore(exp_path, trainable=make_trainable(spec, data, exp_path),
                                resume_unfinished=True, resume_errored=not restart_errored,
                                restart_errored=restart_errored)
-    return exp_path, tuner.fit()
+    results = tuner.fit()
+    record_lost_errors(exp_path, results)
+    return exp_path, results
