@@ -25,7 +25,7 @@ from sweeplab.runner import SweepError, locate_sweep, read_job
 from sweeplab.spec import JobSpec
 
 #: Trial statuses shown in tables.
-STATUSES = ("completed", "stopped", "diverged", "error", "unfinished")
+STATUSES = ("completed", "stopped", "diverged", "error", "unfinished", "cancelled")
 
 _FORMATS = ("markdown", "csv", "latex", "html")
 
@@ -396,6 +396,8 @@ def _status(trial: Any, last: dict[str, Any], max_t: int) -> str:
     status = getattr(trial, "status", "")
     if status == "ERROR":
         return "error"
+    if status == "TERMINATED" and not last.get("training_iteration"):
+        return "cancelled"  # ended before its first result (e.g. search.time_budget_s ran out)
     if status == "TERMINATED":
         return "completed" if last.get("training_iteration", 0) >= max_t else "stopped"
     return "unfinished"
