@@ -308,7 +308,11 @@ def check_storage(storage: str) -> None:
     """
     import ray
 
-    if _is_uri(storage) or os.environ.get("SWEEPLAB_SHARED_FS") == "1":
+    if storage.startswith("file://"):  # a URI, but of this machine's filesystem
+        storage = storage[len("file://"):]
+    elif _is_uri(storage):
+        return
+    if os.environ.get("SWEEPLAB_SHARED_FS") == "1":
         return
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     if (len(nodes) > 1 or launchable_node_resources()) and not _on_shared_filesystem(storage):
