@@ -382,9 +382,33 @@ def test_local_storage_is_refused_before_autoscaled_workers_join(ray_session, mo
     bootstrap = tmp_path / "ray_bootstrap_config.yaml"
     bootstrap.write_text((REPO / "cluster.yaml").read_text())
     monkeypatch.setenv("SWEEPLAB_AUTOSCALER_CONFIG", str(bootstrap))
-    with pytest.raises(SweepError, match="local to this machine, but the cluster's autoscaler adds nodes"):
-        check_storage(str(tmp_path / "sweeps"))
+    for local in (str(tmp_path / "sweeps"), f"file://{tmp_path}/sweeps"):
+        with pytest.raises(SweepError, match="local to this machine, but the cluster's autoscaler adds nodes"):
+            check_storage(local)
     check_storage("s3://bucket/sweeps")
     check_storage("gs://bucket/sweeps")
     monkeypatch.setenv("SWEEPLAB_SHARED_FS", "1")
     check_storage(str(tmp_path / "sweeps"))
+
+
+def test_uri_storage_paths_run_table_best_and_resume(ray_session, tmp_path, capsys):
+    """A sweep written through a filesystem URI (``file://`` here: the same pyarrow filesystem
+    code that ``s3://`` and ``gs://`` go through, in sweeplab and in Ray Tune) is run, read back
+    by ``table`` and ``best`` from the URI, and refused a second run under the same name."""
+    from sweeplab.cli import main
+
+    job = _write_job(tmp_path / "uri.yaml", name="uri", train={**CLUSTER_JOB["train"], "epochs": 2},
+                     search={"sampler": "grid", "variants": CLUSTER_JOB["search"]["variants"][:2]})
+    uri = f"file://{tmp_path}/bucket/sweeps"
+    assert main(["run", str(job), "--storage-path", uri, "--quiet"]) == 0
+    folder = tmp_path / "bucket" / "sweeps" / "uri"
+    assert (folder / "sweeplab_job.yaml").exists() and len(list(folder.glob("trial_*/result.json"))) == 2
+    capsys.readouterr()
+    assert main(["table", f"{uri}/uri", "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0].startswith("trial_id,status") and len(rows) == 3 and all(",completed," in r for r in rows[1:])
+    assert main(["best", f"{uri}/uri", "--config-only"]) == 0
+    best = yaml.safe_load(capsys.readouterr().out)
+    assert best["lr"] in (3e-3, 1e-2) and best["epochs"] == 2
+    assert main(["run", str(job), "--storage-path", uri, "--quiet"]) == 2  # never overwrites a sweep
+    assert "already holds a sweep" in capsys.readouterr().err

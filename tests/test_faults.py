@@ -1,0 +1,247 @@
+"""Faults inside a sweep, each injected for real: trials that raise, diverge or whose worker
+process dies (``SWEEPLAB_FAULT_INJECT``), a driver killed with SIGKILL and resumed, and
+checkpoints that are half-written or hold pickled code.
+
+(Losing a whole node is in test_cluster.py; bad input on the command line in test_cli_errors.py.)
+"""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from sweeplab import load_sweep
+from sweeplab.cli import main
+from sweeplab.runner import run_sweep
+from sweeplab.spec import validate_spec
+from sweeplab.trainables.base import (CheckpointError, STATE_FILE, get_family,
+                                      load_checkpoint_dir, parse_fault_rules, save_checkpoint_dir)
+from test_sweep import EPOCHS, _finished_trials, job
+
+
+def _trial_results(exp: Path) -> dict[str, list[dict]]:
+    out = {}
+    for f in exp.glob("trial_*/result.json"):
+        out[f.parent.name] = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# Trials that raise, diverge or die
+# ------------------------------------------------------------------------------------------------
+def test_fault_rules_parse_and_reject_malformed_ones():
+    assert parse_fault_rules("raise@2:norm=instance; nan@1 ;exit@3:norm=group,optimizer=sgd") == [
+        ("raise", 2, {"norm": "instance"}), ("nan", 1, {}), ("exit", 3, {"norm": "group", "optimizer": "sgd"})]
+    assert parse_fault_rules("") == [] and parse_fault_rules(None) == []
+    for bad in ("boom@2", "raise", "raise@0", "raise@x", "nan@1:norm"):
+        with pytest.raises(ValueError, match="KIND@ITERATION"):
+            parse_fault_rules(bad)
+
+
+def test_failing_and_diverging_trials_are_marked_and_the_search_goes_on(ray_session, storage, monkeypatch):
+    """TPE + ASHA over lr x norm x optimizer, where SGD with three of the norms is broken:
+    ``instance`` trials raise in epoch 2, ``group`` trials' worker processes die in epoch 2 (as if
+    OOM-killed), ``batch`` trials' loss turns NaN in epoch 2. The sweep still runs every planned
+    trial, Optuna keeps proposing after the failures, ASHA still stops weak healthy trials, each
+    broken trial is marked (error / diverged) and the best config is a healthy one, although the
+    failed trials reported a finite val_accuracy for epoch 1.
+
+    ASHA's first rung is epoch 2, so every broken trial reaches its fault. TPE's seed 21 draws
+    its three random start-up trials as batch/sgd, group/sgd and instance/sgd (seeded, so the same
+    on every machine), so each fault is hit whatever the later, result-driven proposals are."""
+    monkeypatch.setenv("SWEEPLAB_FAULT_INJECT", "raise@2:norm=instance,optimizer=sgd;"
+                       "exit@2:norm=group,optimizer=sgd;nan@2:norm=batch,optimizer=sgd")
+    planned = 10
+    spec = validate_spec(job(
+        name="faults",
+        train={"epochs": 4, "batch_size": 64, "filters": 8, "n_blocks": 2, "threads": 1},
+        search={"sampler": "tpe", "seed": 21, "num_samples": planned, "max_concurrent": 1, "space": {
+            "lr": {"type": "float", "low": 1e-5, "high": 3e-2, "log": True},
+            "norm": {"type": "categorical", "values": ["none", "batch", "instance", "group"]},
+            "optimizer": {"type": "categorical", "values": ["adam", "sgd"]},
+        }},
+        scheduler={"type": "asha", "grace_period": 2, "reduction_factor": 2},  # first rung after the faults
+        failure={"max_failures": 0},  # retries from checkpoints: test_cluster.py's lost node
+    ))
+    t0 = time.time()
+    path, _ = run_sweep(spec, storage_path=str(storage), verbose=0)
+    seconds = time.time() - t0
+    sweep = load_sweep(path)
+    df = sweep.dataframe().set_index("trial_id")
+    assert len(df) == planned  # every planned trial ran
+    df["kind"] = ["healthy" if opt != "sgd" or norm == "none" else norm for norm, opt in zip(df["norm"], df["optimizer"])]
+    by_kind = {kind: set(group["status"]) for kind, group in df.groupby("kind")}
+    assert by_kind == {"healthy": by_kind["healthy"], "instance": {"error"}, "group": {"error"}, "batch": {"diverged"}}
+    assert by_kind["healthy"] <= {"completed", "stopped"} and "completed" in by_kind["healthy"]
+    results = _trial_results(Path(path))
+    started = {}
+    for trial_id, row in df.iterrows():
+        res = results.get(f"trial_{trial_id}", [])
+        started[trial_id] = res[0]["timestamp"] - res[0]["time_this_iter_s"] if res else float("inf")
+        iters = [r["training_iteration"] for r in res]
+        if row["status"] == "error":
+            assert iters == [1] and np.isfinite(row["val_accuracy"]), (trial_id, row["kind"], iters)
+            error = (Path(row["path"]) / "error.txt").read_text()
+            assert ("InjectedFault" in error) if row["kind"] == "instance" else ("died" in error), error[-500:]
+        elif row["status"] == "diverged":
+            assert iters == [1, 2] and np.isnan(row["val_accuracy"])
+    # Optuna went on proposing after the first failure, and those trials ran
+    first_fault = min(started[t] for t in df.index[df["status"].isin(["error", "diverged"])])
+    assert sum(started[t] > first_fault for t in df.index[df["kind"] == "healthy"]) >= 2
+    # ASHA still stopped weak healthy trials early
+    healthy = df[df["kind"] == "healthy"]
+    assert (healthy["status"] == "stopped").any(), healthy[["lr", "status", "training_iteration"]]
+    # the best config is a healthy trial, never a failed or diverged one
+    best = sweep.best_config()
+    top = healthy["val_accuracy"].astype(float).idxmax()
+    assert best["lr"] == pytest.approx(healthy.loc[top, "lr"]) and best["norm"] == healthy.loc[top, "norm"]
+    counts = df["status"].value_counts().to_dict()
+    print(f"\nfaults: {planned} trials planned, {planned} finished ({counts}), 0 lost; {seconds:.1f} s")
+
+
+# ------------------------------------------------------------------------------------------------
+# The driver killed with SIGKILL, then `sweeplab resume`
+# ------------------------------------------------------------------------------------------------
+def _kill_session(sid: int) -> None:
+    """SIGKILL what is left of the killed driver's own processes (its local Ray)."""
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+                if int(stat[stat.rindex(")") + 2:].split()[3]) == sid:
+                    os.kill(int(entry), signal.SIGKILL)
+            except (OSError, ValueError):
+                pass
+
+
+def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsys):
+    planned = 5
+    jobfile = tmp_path / "killed.yaml"
+    jobfile.write_text(yaml.safe_dump(job(
+        name="killed",
+        train={"epochs": EPOCHS, "batch_size": 64, "filters": 8, "n_blocks": 2, "threads": 1},
+        search={"sampler": "random", "seed": 11, "num_samples": planned, "max_concurrent": 1, "space": {
+            "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}},
+        scheduler={"type": "none"},
+    )))
+    exp = storage / "killed"
+    # the driver's own local Ray, on the loopback address (Ray's switch for one-machine Ray)
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "sweeplab.cli", "run", str(jobfile), "--quiet",
+                             "--storage-path", str(storage), "--num-cpus", "1"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    t0 = time.time()
+    try:
+        # kill once two trials are done and the third has checkpointed at least twice
+        deadline = time.time() + 240
+        while time.time() < deadline and proc.poll() is None:
+            done = _finished_trials(exp)
+            running = {n: len(r) for n, r in _trial_results(exp).items() if n not in done and r}
+            if len(done) >= 2 and any(n >= 2 for n in running.values()):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail(f"the sweep did not get going:\n{proc.communicate()[0][-3000:] if proc.poll() is not None else ''}")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        _kill_session(proc.pid)
+    assert proc.returncode == -signal.SIGKILL
+    before = _finished_trials(exp)
+    results_before = _trial_results(exp)
+    interrupted = {n: [r["training_iteration"] for r in res] for n, res in results_before.items() if n not in before}
+    assert len(before) < planned and len(interrupted) == 1, (before, interrupted)
+    params_before = {p.parent.name: json.loads(p.read_text()) for p in exp.glob("trial_*/params.json")}
+
+    capsys.readouterr()
+    assert main(["resume", "killed", "--storage-path", str(storage)]) == 0
+    df = load_sweep(str(exp)).dataframe()
+    assert len(df) == planned and set(df["status"]) == {"completed"}, df[["trial_id", "status"]]
+    assert len(list(exp.glob("trial_*"))) == planned  # no trial created twice
+    after = _finished_trials(exp)
+    for name, n in before.items():
+        assert after[name] == n, f"{name} was re-run"  # finished trials untouched
+    for name, params in params_before.items():
+        assert json.loads((exp / name / "params.json").read_text()) == params  # nothing re-sampled
+    assert df["lr"].nunique() == planned  # no configuration sampled twice
+    (name, iters_before), = interrupted.items()
+    iters = [r["training_iteration"] for r in _trial_results(exp)[name]]
+    resumed_at = iters[len(iters_before)]
+    # continued from its last checkpoint (at most the epoch in flight at the kill is redone)
+    assert iters[:len(iters_before)] == iters_before and iters_before[-1] <= resumed_at + 1
+    assert resumed_at >= iters_before[-1] and iters[-1] == EPOCHS and set(iters) == set(range(1, EPOCHS + 1))
+    table = load_sweep(str(exp)).table()
+    assert len(table.splitlines()) == 2 + planned
+    print(f"\ndriver SIGKILL: {planned} trials planned, {len(before)} finished before the kill and kept, "
+          f"1 interrupted at epoch {iters_before[-1]} resumed at epoch {resumed_at}, "
+          f"{planned - len(before) - 1} run after resume, 0 re-run, 0 lost; {time.time() - t0:.1f} s")
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture
+def family():
+    from sweeplab.runner import prepare_data
+
+    torch.set_num_threads(1)
+    spec = validate_spec(job(train={"epochs": 2, "batch_size": 64, "filters": 4, "n_blocks": 1, "threads": 1}))
+    data = prepare_data(spec)
+    return get_family("cnn_classifier")(spec.family_config(), data, torch.device("cpu"))
+
+
+class _Payload:
+    """Unpickling this runs ``Path(marker).touch()``: what a malicious checkpoint could do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_checkpoint_holding_a_pickled_object_is_refused(family, tmp_path):
+    save_checkpoint_dir(tmp_path, family, 1, 0.5)
+    assert load_checkpoint_dir(tmp_path, family) == (1, 0.5)  # a real checkpoint loads
+    marker = tmp_path / "code-ran"
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    state["family"]["extra"] = _Payload(marker)
+    evil = tmp_path / "evil"
+    evil.mkdir()
+    torch.save(state, evil / STATE_FILE)
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint_dir(evil, family)
+    assert not marker.exists()  # nothing in it was executed
+    torch.load(evil / STATE_FILE, weights_only=False)  # the payload is real: a plain load runs it
+    assert marker.exists()
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / STATE_FILE).write_bytes((tmp_path / STATE_FILE).read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="refused to load"):
+        load_checkpoint_dir(truncated, family)
+
+
+def test_checkpoint_write_is_atomic(family, tmp_path):
+    save_checkpoint_dir(tmp_path, family, 1, 1.0)
+    good = (tmp_path / STATE_FILE).read_bytes()
+
+    class Unpicklable(type(family)):
+        def state_dict(self):
+            return {**super().state_dict(), "oops": lambda: None}  # fails half-way through torch.save
+
+    broken = Unpicklable(family.config, family.data, family.device)
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        save_checkpoint_dir(tmp_path, broken, 2, 2.0)
+    assert (tmp_path / STATE_FILE).read_bytes() == good  # the last good checkpoint is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STATE_FILE]  # no half-written file left
+    assert load_checkpoint_dir(tmp_path, family) == (1, 1.0)
