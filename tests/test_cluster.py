@@ -35,12 +35,12 @@ HEAD_IP, WORKER_IP = "127.0.0.2", "127.0.0.3"
 RAY = str(Path(sys.executable).with_name("ray"))
 
 #: A small CNN job on scikit-learn's digits (no files needed), one CPU per trial. Trials last
-#: ~10 s (0.25 s an epoch): long against the seconds a trial actor takes to start, so that with
-#: Ray Tune's actor reuse both nodes' actors get a trial even on a busy machine.
+#: ~8 s (0.25 s an epoch): long against the seconds a trial actor takes to start, so that with
+#: Ray Tune's actor reuse both nodes' actors get a trial.
 CLUSTER_JOB = {
     "trainable": "cnn_classifier",
     "data": {"name": "digits", "val_fraction": 0.2},
-    "train": {"epochs": 40, "batch_size": 32, "filters": 8, "n_blocks": 2, "threads": 1},
+    "train": {"epochs": 30, "batch_size": 32, "filters": 8, "n_blocks": 2, "threads": 1},
     "search": {"sampler": "grid", "max_concurrent": 2, "variants": [
         {"name": f"lr{i}", "lr": lr} for i, lr in enumerate((3e-3, 1e-2, 5e-3))]},
     "metric": "val_accuracy",
@@ -257,9 +257,9 @@ def test_fractional_gpus_share_one_gpu(cluster, tmp_path):
 
 
 def test_sweep_survives_losing_a_worker_node(cluster, tmp_path):
-    """Trials spread over both nodes; the worker node is killed (SIGKILL to all of its
-    processes) while one of its trials runs; that trial is retried on the head from its last
-    checkpoint and every trial finishes."""
+    """CPU-only trials spread over both nodes (the head also has a GPU); the worker node is
+    killed (SIGKILL to all of its processes) while one of its trials runs; that trial is retried
+    on the head from its last checkpoint and every trial finishes."""
     job = _write_job(tmp_path / "job.yaml", name="nodeloss")
     storage = tmp_path / "sweeps"
     exp = storage / "nodeloss"
@@ -272,7 +272,7 @@ def test_sweep_survives_losing_a_worker_node(cluster, tmp_path):
     while time.time() < deadline and proc.poll() is None and victim is None:
         for t in exp.glob("trial_*"):
             res = _results(t)
-            if res and res[-1]["node_id"] == worker_id and 3 <= len(res) <= 30:
+            if res and res[-1]["node_id"] == worker_id and 3 <= len(res) <= 22:
                 victim, killed_after = t.name, res[-1]["training_iteration"]
                 break
         time.sleep(0.1)
@@ -293,6 +293,7 @@ def test_sweep_survives_losing_a_worker_node(cluster, tmp_path):
     for t in exp.glob("trial_*"):
         res = _results(t)
         nodes_used |= {r["node_id"] for r in res}
+        assert {r["device"] for r in res} == {"cpu"}  # gpu: 0 trials stay on the CPU, also on the GPU head
         iters = [r["training_iteration"] for r in res]
         assert iters[-1] == epochs and set(iters) == set(range(1, epochs + 1)), (t.name, iters)
         if t.name == victim:
@@ -412,3 +413,22 @@ def test_uri_storage_paths_run_table_best_and_resume(ray_session, tmp_path, caps
     assert best["lr"] in (3e-3, 1e-2) and best["epochs"] == 2
     assert main(["run", str(job), "--storage-path", uri, "--quiet"]) == 2  # never overwrites a sweep
     assert "already holds a sweep" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("resources, message", [
+    ({"cpu": 64, "gpu": 0}, "resources.cpu: a trial asks for 64.0 CPUs but the largest node has 2"),
+    ({"cpu": 1, "gpu": 1}, "resources.gpu: a trial asks for 1.0 GPUs but the largest node has 0"),
+])
+def test_a_trial_no_node_can_hold_fails_fast(ray_session, monkeypatch, tmp_path, capsys, resources, message):
+    """On the suite's local Ray (2 CPUs, no GPU) a job asking for 64 CPUs or a GPU per trial
+    exits 2 at once with the reason, instead of Ray Tune waiting forever for resources."""
+    from sweeplab.cli import main
+
+    monkeypatch.setenv("SWEEPLAB_AUTOSCALER_CONFIG", str(tmp_path / "absent.yaml"))
+    monkeypatch.delenv("SWEEPLAB_ALLOW_PENDING", raising=False)
+    job = _write_job(tmp_path / "big.yaml", name="big", resources=resources)
+    t0 = time.time()
+    code = main(["run", str(job), "--storage-path", str(tmp_path / "sweeps"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert time.time() - t0 < 60 and not (tmp_path / "sweeps" / "big").exists()

@@ -125,7 +125,7 @@ def _kill_session(sid: int) -> None:
 
 
 def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsys):
-    planned = 5
+    planned = 4
     jobfile = tmp_path / "killed.yaml"
     jobfile.write_text(yaml.safe_dump(job(
         name="killed",
