@@ -67,6 +67,9 @@ def main() -> None:
     p.add_argument("--config", default='{"n_blocks": 4, "filters": 32, "norm": "batch", "batch_size": 128}')
     args = p.parse_args()
 
+    from sweeplab.runner import prefer_loopback
+
+    prefer_loopback(None)
     import ray
 
     from sweeplab.datasets.base import load_dataset
@@ -77,7 +80,9 @@ def main() -> None:
         data_spec["root"] = args.root
     data = load_dataset(args.dataset, args.root if args.dataset != "digits" else None)
     data = data.subset(args.train_fraction, 1.0, seed=0)
-    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    from sweeplab.runner import init_ray
+
+    init_ray(num_cpus=1)  # sweeplab's own local Ray: loopback, trials at normal priority
     bare, swept, inside = [], [], []
     with tempfile.TemporaryDirectory() as storage:
         for _ in range(args.rounds):

@@ -203,6 +203,16 @@ def _trial_name(trial: Any) -> str:
     return f"trial_{trial.trial_id}"
 
 
+def prefer_loopback(address: str | None) -> None:
+    """A local Ray (no ``address``) binds to 127.0.0.1 instead of the machine's network address:
+    nothing outside this machine needs to reach it. Must run before ``ray`` is first imported
+    (Ray reads the switch at import); a cluster driver (``address`` given) is left alone."""
+    import sys
+
+    if address is None and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+
+
 def init_ray(address: str | None = None, num_cpus: int | None = None, dashboard: bool = False) -> None:
     """Start (or attach to) Ray once per process.
 
@@ -423,6 +433,7 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
         SweepError: the folder already holds a sweep, or resources/storage cannot work.
         DatasetError: unreadable data.
     """
+    prefer_loopback(address)
     from ray import tune
 
     name = name or spec.name or "sweep"
@@ -551,6 +562,7 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
     Raises:
         SweepError: the path holds no sweep.
     """
+    prefer_loopback(address)
     from ray import tune
 
     exp_path = locate_sweep(name_or_path, storage_path)
