@@ -374,7 +374,9 @@ class Sweep:
                     axes = fn(study)
                 first = axes.flat[0] if hasattr(axes, "flat") else axes
                 first.figure.set_size_inches(max(7, 2.5 * len(self.spec.search.space)), 4.5)
-                first.figure.tight_layout()
+                with warnings.catch_warnings():  # colour-bar axes: tight_layout warns, still fine
+                    warnings.simplefilter("ignore", UserWarning)
+                    first.figure.tight_layout()
                 written.append(out / fname)
                 first.figure.savefig(written[-1], dpi=110)
                 plt.close(first.figure)

@@ -127,8 +127,12 @@ def build_search(spec: JobSpec):
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if s.sampler == "tpe":
         startup = min(10, max(3, s.num_samples // 3))
-        sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup, multivariate=True,
-                                             group=True, warn_independent_sampling=False)
+        import warnings
+
+        with warnings.catch_warnings():  # multivariate/group TPE are marked experimental by Optuna
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            sampler = optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup, multivariate=True,
+                                                 group=True)
     elif s.sampler == "random":
         sampler = optuna.samplers.RandomSampler(seed=s.seed)
     else:
