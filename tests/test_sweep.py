@@ -161,6 +161,9 @@ def test_grid_variants_repeats_and_statistics(ray_session, storage):
     cmp = sweep.compare()
     assert cmp.attrs["best"] == "adam"
     assert cmp.iloc[0]["p_value"] < 0.05  # a useless learning rate is clearly worse
+    # a metric to minimise: the best group is the one with the LOWEST mean
+    by_loss = sweep.compare(metric="val_loss")
+    assert by_loss.attrs["best"] == "adam" and (by_loss["diff"] > 0).all()
 
 
 def test_diverging_trial_is_marked_and_never_best(ray_session, storage):

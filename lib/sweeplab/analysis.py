@@ -263,8 +263,9 @@ class Sweep:
                   for k in key.unique()}
         mode = self.mode if metric == self.metric else self.spec.family().metrics[metric][0]
         means = {k: (v.mean() if len(v) else np.nan) for k, v in values.items()}
-        best = (max if mode == "max" else min)(means, key=lambda k: -np.inf if np.isnan(means[k]) else
-                                                (means[k] if mode == "max" else -means[k]))
+        # rank on the metric's own direction; a group with no finite value is never best
+        sign = 1.0 if mode == "max" else -1.0
+        best = max(means, key=lambda k: -np.inf if np.isnan(means[k]) else sign * means[k])
         rows = []
         for k, v in values.items():
             if k == best:
