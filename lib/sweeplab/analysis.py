@@ -97,13 +97,18 @@ class Sweep:
         return df.reset_index(drop=True)
 
     def history(self) -> pd.DataFrame:
-        """Every reported result of every trial (one row per trial and iteration), with a
-        ``trial_id`` column: learning curves for plots."""
+        """Every reported result of every trial (one row per trial and iteration, the latest
+        when a resumed trial repeated an iteration), with a ``trial_id`` column: learning
+        curves for plots."""
         frames = []
         for trial_path, frame in self._ea.trial_dataframes.items():
             frame = frame.copy()
             trial = next((t for t in self._ea.trials if t.path == trial_path), None)
             frame["trial_id"] = trial.trial_id if trial else Path(trial_path).name
+            if "training_iteration" in frame:
+                # a trial resumed from a checkpoint older than its last report repeats those
+                # iterations; the re-run's row is the one its later results build on
+                frame = frame.drop_duplicates("training_iteration", keep="last")
             frames.append(frame)
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
