@@ -3,6 +3,7 @@ divergence, resume after Ctrl-C, tables, best config, TensorBoard files."""
 from __future__ import annotations
 
 import copy
+import io
 import json
 import os
 import signal
@@ -102,10 +103,21 @@ def test_best_config_and_tables(asha_sweep, tmp_path):
         asha_sweep.table(fmt="docx")
     with pytest.raises(SweepError, match="--group-by"):
         asha_sweep.table(group_by=["nonexistent"])
+    # --status completed: only the trials that ran their whole budget (ASHA stopped the rest)
+    n_completed = int((df["status"] == "completed").sum())
+    assert 0 < n_completed < len(df)
+    only = asha_sweep.table(status=["completed"], fmt="csv").strip().splitlines()
+    assert len(only) == 1 + n_completed and all(",completed," in r for r in only[1:])
+    import pandas as pd
+
+    by_norm = pd.read_csv(io.StringIO(asha_sweep.table(group_by=["norm"], status=["completed"], fmt="csv")))
+    assert by_norm["n"].sum() == n_completed  # every group listed; only completed trials averaged
+    assert by_norm["excluded"].sum() == len(df) - n_completed
+    with pytest.raises(SweepError, match="--status finished"):
+        asha_sweep.table(status=["finished"])
     # the CLI: best prints a job that validates and re-runs the best config
     out = tmp_path / "best.yaml"
     import contextlib
-    import io
 
     buf = io.StringIO()
     with contextlib.redirect_stdout(buf):

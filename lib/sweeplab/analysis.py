@@ -207,7 +207,7 @@ class Sweep:
         return self.param_names or ["trial_id"]
 
     def table(self, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
-              fmt: str = "markdown", digits: int = 4) -> str:
+              fmt: str = "markdown", digits: int = 4, status: Iterable[str] | None = None) -> str:
         """The sweep as a printable table.
 
         Without ``group_by``: one row per trial (status, varied hyperparameters, seed,
@@ -219,16 +219,28 @@ class Sweep:
             metrics: metrics shown (default: all the family's metrics).
             fmt: ``markdown`` | ``csv`` | ``latex`` | ``html``.
             digits: significant digits of the numbers.
+            status: trial statuses to show (e.g. ``["completed"]`` to leave out trials ASHA
+                stopped at a shorter budget); default: every trial, and in grouped tables the
+                completed, stopped and unfinished ones (the rest counted as ``excluded``).
 
         Raises:
-            SweepError: unknown format or group column.
+            SweepError: unknown format, group column or status.
         """
         if fmt not in _FORMATS:
             raise SweepError(f"--format {fmt!r}: choose one of {', '.join(_FORMATS)}")
+        status = list(status) if status else None
+        unknown = [s for s in status or [] if s not in STATUSES]
+        if unknown:
+            raise SweepError(f"--status {', '.join(unknown)}: not a trial status; choose from "
+                             f"{', '.join(STATUSES)}")
         if group_by:
-            frame = self._grouped_frame(self.summary(group_by, metrics), digits)
+            summary = (self.summary(group_by, metrics, include=status) if status
+                       else self.summary(group_by, metrics))
+            frame = self._grouped_frame(summary, digits)
         else:
             df = self.dataframe()
+            if status:
+                df = df[df["status"].isin(status)]
             metrics = list(metrics) if metrics else [m for m in self.metric_names if m in df.columns]
             cols = ["trial_id", "status"] + (["variant"] if "variant" in df else []) + \
                 [p for p in self.param_names if p in df] + ["seed", "training_iteration"] + metrics + \

@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     tab.add_argument("--metrics", type=_csv, help="metrics to show (default: all reported)")
     tab.add_argument("--format", default="markdown", help="markdown | csv | latex | html")
     tab.add_argument("--digits", type=int, default=4)
+    tab.add_argument("--status", type=_csv, help="only trials with these statuses, e.g. completed "
+                     "(leaves out trials ASHA stopped early); of: completed, stopped, diverged, "
+                     "error, unfinished, cancelled")
     tab.add_argument("--storage-path")
 
     best = sub.add_parser("best", help="print the best trial's config as a re-runnable job (YAML)")
@@ -115,7 +118,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from sweeplab.analysis import load_sweep
 
         sweep = load_sweep(args.sweep, args.storage_path)
-        print(sweep.table(group_by=args.group_by, metrics=args.metrics, fmt=args.format, digits=args.digits))
+        print(sweep.table(group_by=args.group_by, metrics=args.metrics, fmt=args.format, digits=args.digits,
+                          status=args.status))
         return 0
     if args.command == "best":
         from sweeplab.analysis import load_sweep
