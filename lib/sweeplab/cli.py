@@ -168,8 +168,9 @@ def _validate(args: argparse.Namespace) -> int:
     print(f"{args.job}: OK")
     print(f"  trainable   {spec.trainable} ({fam.__doc__.strip().splitlines()[0] if fam.__doc__ else ''})")
     print(f"  data        {spec.data.name} from {spec.data.resolved_root() or '(shipped with a package)'}")
-    print(f"  search      {spec.search.sampler}, {spec.total_trials()} trials"
-          f" ({spec.repeats} seed{'s' if spec.repeats > 1 else ''} each)")
+    configs = spec.total_trials() // spec.repeats
+    print(f"  search      {spec.search.sampler}, {configs} configuration{'s' if configs != 1 else ''}"
+          f" x {spec.repeats} seed{'s' if spec.repeats > 1 else ''} = {spec.total_trials()} trials")
     print(f"  objective   {spec.resolved_mode()} {spec.metric}")
     sched = spec.scheduler
     if sched.type == "asha":
