@@ -112,6 +112,16 @@ def _never_started(tmp: Path) -> list[str]:
     return ["resume", str(d)]
 
 
+def _data_gone(tmp: Path) -> list[str]:
+    """A started sweep whose dataset folder was moved away before resuming."""
+    d = tmp / "sweeps" / "moved"
+    d.mkdir(parents=True)
+    job = {**GOOD, "name": "moved", "data": {"name": "mnist", "root": str(tmp / "gone")}}
+    (d / runner.JOB_FILE).write_text(yaml.safe_dump(job))
+    (d / "tuner.pkl").write_bytes(b"")  # never read: the data check comes first
+    return ["resume", str(d)]
+
+
 def _corrupt_job_in_sweep(tmp: Path) -> list[str]:
     d = tmp / "sweeps" / "broken"
     d.mkdir(parents=True)
@@ -197,6 +207,7 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("resume-unknown-name", lambda t: ["resume", "never-ran", "--storage-path", str(t)],
      ["no sweep named 'never-ran'", "--storage-path"]),
     ("resume-never-started", _never_started, ["never started", "sweeplab run"]),
+    ("resume-with-data-gone", _data_gone, ["moved/sweeplab_job.yaml", "data.root", "gone"]),
     ("table-of-a-plain-folder", lambda t: ["table", str(_empty_dir(t))], ["holds no sweeplab sweep"]),
     ("best-of-a-corrupt-job", _corrupt_job_in_sweep, ["sweeplab_job.yaml", "corrupt", "restore it"]),
     # the command line itself (argparse: a usage line, then the error)

@@ -383,11 +383,18 @@ def save_job(spec: JobSpec, path: str) -> None:
         os.replace(tmp, Path(path) / JOB_FILE)
 
 
-def read_job(path: str) -> JobSpec:
+def read_job(path: str, *, check_data: bool = False) -> JobSpec:
     """The job saved in a sweep folder.
 
+    Args:
+        path: the sweep folder (local path or ``s3://``/``gs://`` URI).
+        check_data: also check that the job's dataset root exists here (needed to resume,
+            not to read results).
+
     Raises:
-        SweepError: if the folder holds no sweeplab sweep.
+        SweepError: if the folder holds no sweeplab sweep or its job file is corrupt.
+        SpecError: the saved job no longer validates (e.g. its data root is gone), naming the
+            job file and the field.
     """
     try:
         if _is_uri(path):
@@ -407,7 +414,7 @@ def read_job(path: str) -> JobSpec:
     if not isinstance(raw, dict):
         raise SweepError(f"{path}/{JOB_FILE}: corrupt (not a mapping of job fields); restore it from the job "
                          "file the sweep was started with")
-    return validate_spec(raw, source=f"{path}/{JOB_FILE}", check_data=False)
+    return validate_spec(raw, source=f"{path}/{JOB_FILE}", check_data=check_data)
 
 
 def _has_tuner_state(path: str) -> bool:
@@ -570,14 +577,10 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
     from ray import tune
 
     exp_path = locate_sweep(name_or_path, storage_path)
-    spec = read_job(exp_path)
+    read_job(exp_path)  # a sweep folder at all?
     if not _has_tuner_state(exp_path):
         raise SweepError(f"{exp_path}: the sweep never started (no tuner.pkl); run it again with `sweeplab run`")
-    from sweeplab.spec import _semantic_problems
-
-    problems = _semantic_problems(spec, check_data=True)
-    if problems:
-        raise SpecError("\n".join(f"{exp_path}/{JOB_FILE}: {p}" for p in problems))
+    spec = read_job(exp_path, check_data=True)  # resuming needs the data where the job says
     data = prepare_data(spec)
     fault_injection(warn=True)
     init_ray(address, num_cpus, dashboard)
