@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from sweeplab.cli import main
+from sweeplab.runner import build_scheduler, build_search
 from sweeplab.spec import SpecError, load_spec, validate_spec
 
 REPO = Path(__file__).resolve().parents[1]
@@ -93,6 +94,7 @@ BAD = [
     ("unknown sampler", mutate("search.sampler", "bohb"), ["search.sampler", "bohb"]),
     ("zero samples", mutate("search.num_samples", 0), ["search.num_samples"]),
     ("grid with float range", mutate("search.sampler", "grid"), ["search.space.lr", "grid"]),
+    ("sampler without a space", mutate("search.space", {}), ["search.space", "'tpe'", "sampler: grid"]),
     ("variants without grid", mutate("search.variants", [{"name": "a", "lr": 0.1}]), ["variants", "grid"]),
     ("metric the family does not report", mutate("metric", "nmi"), ["metric", "nmi", "test_accuracy"]),
     ("bad mode", mutate("mode", "maximise"), ["mode", "maximise"]),
@@ -188,6 +190,10 @@ def test_shipped_jobs_validate(job):
     # the data roots of the real-data jobs need not exist here: check everything else
     spec = load_spec(REPO / "tune_jobs" / job, check_data=False)
     assert spec.total_trials() >= 1
+    # what the runner builds from it before Ray starts: the searcher and the scheduler
+    _, n_trials = build_search(spec)
+    assert n_trials == spec.total_trials()
+    build_scheduler(spec)
 
 
 def test_cli_validate_exit_codes(tmp_path, capsys):

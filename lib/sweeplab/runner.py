@@ -137,9 +137,6 @@ def build_search(spec: JobSpec):
         sampler = optuna.samplers.RandomSampler(seed=s.seed)
     else:
         sampler = optuna.samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False)
-    if not s.space:
-        raise SpecError(f"search.space: sampler {s.sampler!r} needs at least one parameter to sample; "
-                        "use sampler: grid to run fixed configurations")
     alg = OptunaSearch(space=DefineByRunSpace(dict(s.space)), metric=spec.metric,
                        mode=spec.resolved_mode(), sampler=sampler)
     if spec.repeats > 1:

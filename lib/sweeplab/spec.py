@@ -133,7 +133,7 @@ class DataSpec(_Strict):
 class SearchSpec(_Strict):
     """``search:`` the space, the sampler and the budget."""
 
-    sampler: Literal["tpe", "random", "cmaes", "grid"] = "tpe"
+    sampler: Literal["tpe", "random", "cmaes", "grid"] = Field("tpe", description="Optuna sampler; grid (ours) is the default when the space is empty")
     seed: int = 0
     num_samples: int = Field(8, ge=1, description="distinct configurations (each run `repeats` times)")
     max_concurrent: int | None = Field(None, ge=1)
@@ -165,6 +165,12 @@ class SearchSpec(_Strict):
             for n in ready:
                 ordered[n] = pending.pop(n)
         self.space = ordered
+        if not self.space and "sampler" not in self.model_fields_set:
+            self.sampler = "grid"  # nothing to sample: run the train: section (once per seed)
+        if not self.space and self.sampler != "grid":
+            raise ValueError(f"search.space: sampler {self.sampler!r} needs at least one parameter to "
+                             "sample; to run fixed configurations use sampler: grid (with no space and "
+                             "no variants it runs the train: section once per seed)")
         if self.variants and self.sampler != "grid":
             raise ValueError("search.variants need sampler: grid (they are an explicit list of configurations)")
         seen = set()
