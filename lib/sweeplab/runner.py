@@ -451,6 +451,8 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
     if _has_tuner_state(exp_path):
         raise SweepError(f"{exp_path} already holds a sweep; continue it with `sweeplab resume {exp_path}` "
                          "or start another with --name")
+    search_alg, num_trials = build_search(spec)  # before Ray starts and before any file is written
+    scheduler = build_scheduler(spec)
     data = prepare_data(spec)  # before Ray starts: bad data fails fast
     fault_injection(warn=True)
     init_ray(address, num_cpus, dashboard)
@@ -458,13 +460,12 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
     if address:
         check_storage(storage)
     save_job(spec, exp_path)
-    search_alg, num_trials = build_search(spec)
     tuner = tune.Tuner(
         make_trainable(spec, data, exp_path),
         param_space=dict(spec.train),
         tune_config=tune.TuneConfig(
             metric=spec.metric, mode=spec.resolved_mode(), search_alg=search_alg,
-            scheduler=build_scheduler(spec), num_samples=num_trials,
+            scheduler=scheduler, num_samples=num_trials,
             max_concurrent_trials=spec.search.max_concurrent, time_budget_s=spec.search.time_budget_s,
             reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
         run_config=tune.RunConfig(
