@@ -285,3 +285,17 @@ def test_plots_and_optuna_study(asha_sweep, tmp_path):
     assert {"curves.png", "parallel.png", "slice.png", "importances.png"} <= names
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+
+
+def test_one_configuration_with_seeds_gives_one_mean_row(ray_session, storage):
+    # no space and no sampler: the train: section runs once per seed (grid is the default)
+    spec = validate_spec(job(name="seeds", train={**CNN["train"], "epochs": 1, "lr": 0.01},
+                             scheduler={"type": "none"}, repeats=2))
+    assert spec.search.sampler == "grid" and spec.total_trials() == 2
+    path, _ = run_sweep(spec, storage_path=str(storage), verbose=0)
+    sweep = load_sweep(path)
+    df = sweep.dataframe()
+    assert sorted(df["seed"]) == [0, 1] and set(df["config"]) == {"seeds"}
+    summary = sweep.summary()  # default grouping: the one configuration
+    assert len(summary) == 1 and summary[("val_accuracy", "n")].iloc[0] == 2
+    assert summary[("val_accuracy", "mean")].iloc[0] == pytest.approx(df["val_accuracy"].mean())

@@ -70,7 +70,7 @@ class Sweep:
         """One row per trial.
 
         Columns: ``trial_id``, ``status`` (one of :data:`STATUSES`), ``variant`` (grid variants),
-        the varied hyperparameters, ``seed``, ``training_iteration``, every reported metric of the
+        the varied hyperparameters (or ``config``, the job's name, when nothing is varied), ``seed``, ``training_iteration``, every reported metric of the
         trial's LAST result, ``train_seconds``, ``node``, ``path`` (the trial folder).
         """
         rows = []
@@ -80,6 +80,8 @@ class Sweep:
             row: dict[str, Any] = {"trial_id": trial.trial_id, "status": _status(trial, last, max_t)}
             if self.spec.search.variants:
                 row["variant"] = trial.config.get("variant")
+            elif not self.param_names:  # one configuration (run once per seed): name it
+                row["config"] = self.spec.name
             for p in self.param_names:
                 row[p] = trial.config.get(p)
             row["seed"] = last.get("seed")
@@ -201,10 +203,11 @@ class Sweep:
         return out
 
     def default_group_by(self) -> list[str]:
-        """``variant`` when the grid has variants, else every varied hyperparameter."""
+        """``variant`` when the grid has variants, else every varied hyperparameter, else
+        ``config`` (one configuration run once per seed: a single mean ± std row)."""
         if self.spec.search.variants:
             return ["variant"]
-        return self.param_names or ["trial_id"]
+        return self.param_names or ["config"]
 
     def table(self, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
               fmt: str = "markdown", digits: int = 4, status: Iterable[str] | None = None) -> str:
