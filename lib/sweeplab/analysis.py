@@ -26,6 +26,8 @@ from sweeplab.spec import JobSpec
 
 #: Trial statuses shown in tables.
 STATUSES = ("completed", "stopped", "diverged", "error", "unfinished", "cancelled")
+#: statuses whose metrics are ranked and averaged (diverged/errored/cancelled trials never are)
+USABLE = ("completed", "stopped", "unfinished")
 
 _FORMATS = ("markdown", "csv", "latex", "html")
 
@@ -70,8 +72,8 @@ class Sweep:
         """One row per trial.
 
         Columns: ``trial_id``, ``status`` (one of :data:`STATUSES`), ``variant`` (grid variants),
-        the varied hyperparameters (or ``config``, the job's name, when nothing is varied), ``seed``, ``training_iteration``, every reported metric of the
-        trial's LAST result, ``train_seconds``, ``node``, ``path`` (the trial folder).
+        the varied hyperparameters (or ``config``, the job's name, when nothing is varied),
+        ``seed``, ``training_iteration``, every reported metric of the trial's LAST result, ``train_seconds``, ``node``, ``path`` (the trial folder).
         """
         rows = []
         max_t = self.spec.max_iterations()
@@ -125,7 +127,7 @@ class Sweep:
         metric = metric or self.metric
         mode = mode or (self.mode if metric == self.metric else self.spec.family().metrics[metric][0])
         df = self.dataframe()
-        ok = df[df["status"].isin(["completed", "stopped", "unfinished"])] if not df.empty else df
+        ok = df[df["status"].isin(USABLE)] if not df.empty else df
         ok = ok[np.isfinite(pd.to_numeric(ok.get(metric, pd.Series(dtype=float)), errors="coerce"))] \
             if not ok.empty else ok
         if ok.empty:
@@ -159,7 +161,7 @@ class Sweep:
 
     # -- tables --------------------------------------------------------------------------------------
     def summary(self, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
-                include: Iterable[str] = ("completed", "stopped", "unfinished")) -> pd.DataFrame:
+                include: Iterable[str] = USABLE) -> pd.DataFrame:
         """Aggregate trials per group: for each metric its mean, std (ddof=1) and n.
 
         Args:
@@ -237,9 +239,7 @@ class Sweep:
             raise SweepError(f"--status {', '.join(unknown)}: not a trial status; choose from "
                              f"{', '.join(STATUSES)}")
         if group_by:
-            summary = (self.summary(group_by, metrics, include=status) if status
-                       else self.summary(group_by, metrics))
-            frame = self._grouped_frame(summary, digits)
+            frame = self._grouped_frame(self.summary(group_by, metrics, include=status or USABLE), digits)
         else:
             df = self.dataframe()
             if status:
@@ -277,7 +277,7 @@ class Sweep:
         metric = metric or self.metric
         group_by = list(group_by) if group_by else self.default_group_by()
         df = self.dataframe()
-        df = df[df["status"].isin(["completed", "stopped", "unfinished"])]
+        df = df[df["status"].isin(USABLE)]
         key = df[group_by].astype(str).agg(" / ".join, axis=1)
         values = {k: pd.to_numeric(df.loc[key == k, metric], errors="coerce").dropna().to_numpy()
                   for k in key.unique()}
