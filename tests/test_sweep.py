@@ -127,6 +127,28 @@ def test_best_config_and_tables(asha_sweep, tmp_path):
     assert rerun.train["lr"] == pytest.approx(best["lr"]) and rerun.total_trials() == 1
 
 
+def test_confirm_job_reruns_the_top_configurations_on_fresh_seeds(asha_sweep, tmp_path):
+    import contextlib
+
+    df = asha_sweep.dataframe()
+    ranked = df[np.isfinite(df["val_accuracy"])].sort_values("val_accuracy", ascending=False)
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        assert main(["best", asha_sweep.path, "--top", "3", "--repeats", "2"]) == 0
+    confirm = validate_spec(yaml.safe_load(buf.getvalue()))
+    assert confirm.total_trials() == 3 * 2 and confirm.scheduler.type == "none"
+    variants = confirm.search.variants
+    assert [v["name"] for v in variants] == [f"trial_{t}" for t in ranked["trial_id"][:3]]
+    for v, (_, row) in zip(variants, ranked.head(3).iterrows()):
+        assert v["lr"] == pytest.approx(row["lr"]) and v["optimizer"] == row["optimizer"]
+        assert ("momentum" in v) == (row["optimizer"] == "sgd")  # conditional kept only where sampled
+    # fresh seeds: the confirmation never reuses a seed the selection saw
+    assert confirm.train["seed"] > df["seed"].max()
+    assert confirm.train["epochs"] == 4
+    with pytest.raises(SweepError, match="--top"):
+        asha_sweep.confirm_job(top=0)
+
+
 def test_ray_logs_and_tensorboard_hparams(asha_sweep):
     df = asha_sweep.dataframe()
     for _, row in df.iterrows():

@@ -117,9 +117,9 @@ class Sweep:
         return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
     # -- best ----------------------------------------------------------------------------------------
-    def best_trial(self, metric: str | None = None, mode: str | None = None) -> pd.Series:
-        """The row of the best trial by its last reported ``metric`` (default: the job's),
-        among trials that did not diverge or error.
+    def ranked(self, metric: str | None = None, mode: str | None = None) -> pd.DataFrame:
+        """Trials that did not diverge or error and have a finite last ``metric`` (default: the
+        job's), best first (the row order of :meth:`dataframe`).
 
         Raises:
             SweepError: when no trial has a finite value of the metric.
@@ -132,8 +132,16 @@ class Sweep:
             if not ok.empty else ok
         if ok.empty:
             raise SweepError(f"{self.path}: no trial has a finite {metric!r} yet")
-        idx = ok[metric].idxmax() if mode == "max" else ok[metric].idxmin()
-        return ok.loc[idx]
+        return ok.sort_values(metric, ascending=mode == "min", kind="stable")
+
+    def best_trial(self, metric: str | None = None, mode: str | None = None) -> pd.Series:
+        """The row of the best trial by its last reported ``metric`` (default: the job's),
+        among trials that did not diverge or error.
+
+        Raises:
+            SweepError: when no trial has a finite value of the metric.
+        """
+        return self.ranked(metric, mode).iloc[0]
 
     def best_config(self, metric: str | None = None, mode: str | None = None) -> dict[str, Any]:
         """The best trial's full hyperparameters (fixed ``train`` values, sampled values and
@@ -157,6 +165,49 @@ class Sweep:
         job["search"] = {"sampler": "grid", "seed": self.spec.search.seed}
         job["scheduler"] = {"type": "none"}
         job["repeats"] = 1
+        return job
+
+    def confirm_job(self, top: int = 3, repeats: int = 3, metric: str | None = None,
+                    mode: str | None = None) -> dict[str, Any]:
+        """A job (YAML-ready dict) that reruns the ``top`` best trials' configurations with
+        ``repeats`` fresh seeds each: the second stage of a search, before a result is quoted.
+
+        A sweep's best single trial is partly its lucky seed (the winner's curse: the maximum
+        of noisy scores overestimates the configuration's mean), so its configurations are rerun
+        as named grid variants (``trial_<id>``: the trial's varied hyperparameters), each on
+        seeds the sweep never used (from one above its largest seed), without ASHA. ``sweeplab
+        table`` then gives each configuration's mean ± std and ``sweeplab compare`` Welch's
+        t-tests between them.
+
+        Args:
+            top: configurations to rerun (best first; fewer when the sweep has fewer usable trials).
+            repeats: seeds per configuration (≥ 1).
+            metric, mode: ranking (default: the job's objective).
+
+        Raises:
+            SweepError: for ``top`` or ``repeats`` < 1, or when no trial has a finite metric.
+        """
+        if top < 1 or repeats < 1:
+            raise SweepError(f"--top and --repeats must be >= 1 (got {top} and {repeats})")
+        rows = self.ranked(metric, mode).head(top)
+        trials = {t.trial_id: t for t in self._ea.trials}
+        variants = []
+        for _, row in rows.iterrows():
+            config = trials[row["trial_id"]].config
+            variants.append({"name": f"trial_{row['trial_id']}",
+                             **{p: config[p] for p in self.param_names if config.get(p) is not None}})
+        seeds = pd.to_numeric(self.dataframe().get("seed", pd.Series(dtype=float)), errors="coerce")
+        base_seed = int(self.spec.train.get("seed", 0) or 0)
+        next_seed = int(seeds.max()) + 1 if seeds.notna().any() else base_seed + 1
+        job = self.spec.model_dump(mode="json", exclude_defaults=False)
+        job["name"] = f"{self.spec.name}-confirm"
+        job["description"] = (f"the {len(variants)} best configurations of {self.spec.name} by "
+                              f"{metric or self.metric}, {repeats} fresh seeds each")
+        job["train"] = {**self.spec.train, "seed": next_seed}
+        job["search"] = {"sampler": "grid", "seed": self.spec.search.seed, "variants": variants,
+                         "max_concurrent": self.spec.search.max_concurrent}
+        job["scheduler"] = {"type": "none"}
+        job["repeats"] = repeats
         return job
 
     # -- tables --------------------------------------------------------------------------------------

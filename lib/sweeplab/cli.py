@@ -67,6 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     best.add_argument("--metric", help="rank by this metric (default: the job's)")
     best.add_argument("--mode", choices=["min", "max"])
     best.add_argument("--config-only", action="store_true", help="print only the hyperparameters")
+    best.add_argument("--top", type=int, default=1,
+                      help="a job rerunning the N best configurations (as grid variants) on fresh seeds")
+    best.add_argument("--repeats", type=int, default=None,
+                      help="seeds per configuration in that job (default 3 with --top > 1; fresh seeds: the "
+                           "sweep's best trial is partly its lucky seed)")
     best.add_argument("--storage-path")
 
     plot = sub.add_parser("plot", help="write learning curves and Optuna's plots (PNG) of a sweep")
@@ -128,6 +133,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         _check_metric(sweep, args.metric)
         if args.config_only:
             print(yaml.safe_dump(sweep.best_config(args.metric, args.mode), sort_keys=False), end="")
+        elif args.top != 1 or args.repeats is not None:
+            repeats = args.repeats if args.repeats is not None else 3
+            print(yaml.safe_dump(sweep.confirm_job(args.top, repeats, args.metric, args.mode),
+                                 sort_keys=False, allow_unicode=True), end="")
         else:
             print(yaml.safe_dump(sweep.best_job(args.metric, args.mode), sort_keys=False), end="")
         return 0
