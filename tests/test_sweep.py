@@ -113,6 +113,11 @@ def test_best_config_and_tables(asha_sweep, tmp_path):
     by_norm = pd.read_csv(io.StringIO(asha_sweep.table(group_by=["norm"], status=["completed"], fmt="csv")))
     assert by_norm["n"].sum() == n_completed  # every group listed; only completed trials averaged
     assert by_norm["excluded"].sum() == len(df) - n_completed
+    # a conditional hyperparameter: trials that never sampled it form an "n/a" group, not lost
+    by_momentum = asha_sweep.summary(group_by=["optimizer", "momentum"])
+    assert by_momentum[("val_accuracy", "n")].sum() == df["val_accuracy"].notna().sum()
+    if (df["optimizer"] == "adam").any():
+        assert ("adam", "n/a") in by_momentum.index
     with pytest.raises(SweepError, match="--status finished"):
         asha_sweep.table(status=["finished"])
     # the CLI: best prints a job that validates and re-runs the best config
@@ -167,7 +172,7 @@ def test_ray_logs_and_tensorboard_hparams(asha_sweep):
     assert len(hist) == df["training_iteration"].sum()
 
 
-def test_grid_variants_repeats_and_statistics(ray_session, storage):
+def test_grid_variants_repeats_and_statistics(ray_session, storage, asha_sweep):
     spec = validate_spec(job(
         name="grid",
         train={**CNN["train"], "epochs": 2},
@@ -198,6 +203,17 @@ def test_grid_variants_repeats_and_statistics(ray_session, storage):
     # a metric to minimise: the best group is the one with the LOWEST mean
     by_loss = sweep.compare(metric="val_loss")
     assert by_loss.attrs["best"] == "adam" and (by_loss["diff"] > 0).all()
+    # several sweeps of one family: every group of every sweep, named by its sweep
+    from sweeplab.analysis import compare_sweeps
+
+    both = compare_sweeps([sweep, asha_sweep], metric="val_accuracy")
+    groups = set(both["group"]) | {both.attrs["best"]}
+    assert {"grid: adam", "grid: sgd-tiny-lr"} <= groups
+    assert len(groups) == 2 + len(asha_sweep.group_values("val_accuracy"))
+    assert all(g.startswith(("grid: ", "asha: ")) for g in groups)
+    row = both.set_index("group").loc["grid: sgd-tiny-lr"]
+    assert row["mean"] == pytest.approx(df[df["variant"] == "sgd-tiny-lr"]["val_accuracy"].mean())
+    assert main(["compare", path, asha_sweep.path, "--metric", "val_accuracy"]) == 0
 
 
 def test_diverging_trial_is_marked_and_never_best(ray_session, storage):

@@ -8,15 +8,15 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["load_sweep", "load_spec", "run_sweep", "resume_sweep", "__version__"]
+__all__ = ["load_sweep", "compare_sweeps", "load_spec", "run_sweep", "resume_sweep", "__version__"]
 
 
 def __getattr__(name: str):
     # Lazy: importing sweeplab must not import Ray or torch (the CLI's validate stays fast).
-    if name == "load_sweep":
-        from sweeplab.analysis import load_sweep
+    if name in ("load_sweep", "compare_sweeps"):
+        from sweeplab import analysis
 
-        return load_sweep
+        return getattr(analysis, name)
     if name == "load_spec":
         from sweeplab.spec import load_spec
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -236,7 +236,7 @@ class Sweep:
             metrics = list(metrics)
         else:  # every reported metric that some trial has
             metrics = [m for m in self.metric_names if m in df.columns and df[m].notna().any()]
-        keyed = df.assign(**{g: df[g].astype(str) for g in group_by})
+        keyed = df.assign(**{g: _group_labels(df[g]) for g in group_by})
         kept = keyed[keyed["status"].isin(list(include))]
         agg = {}
         for m in metrics:
@@ -315,6 +315,23 @@ class Sweep:
         out["excluded"] = summary[("excluded", "")]
         return out.reset_index()
 
+    def metric_mode(self, metric: str | None = None) -> str:
+        """``"max"`` or ``"min"``: the job's mode for its objective, else the family's for ``metric``."""
+        metric = metric or self.metric
+        return self.mode if metric == self.metric else self.spec.family().metrics[metric][0]
+
+    def group_values(self, metric: str | None = None,
+                     group_by: Iterable[str] | None = None) -> dict[str, np.ndarray]:
+        """The finite last values of ``metric`` of the usable trials, per group (``" / "``-joined
+        values of ``group_by``; default :meth:`default_group_by`)."""
+        metric = metric or self.metric
+        group_by = list(group_by) if group_by else self.default_group_by()
+        df = self.dataframe()
+        df = df[df["status"].isin(USABLE)]
+        key = pd.DataFrame({g: _group_labels(df[g]) for g in group_by}).agg(" / ".join, axis=1)
+        return {k: pd.to_numeric(df.loc[key == k, metric], errors="coerce").dropna().to_numpy()
+                for k in key.unique()}
+
     def compare(self, metric: str | None = None, group_by: Iterable[str] | None = None) -> pd.DataFrame:
         """Welch's t-test (scipy) of each group against the best group on ``metric``.
 
@@ -323,35 +340,7 @@ class Sweep:
             ``t``, ``p_value`` (two-sided), ``n``. With fewer than 2 trials in a group the
             test is undefined and ``p_value`` is NaN.
         """
-        from scipy import stats
-
-        metric = metric or self.metric
-        group_by = list(group_by) if group_by else self.default_group_by()
-        df = self.dataframe()
-        df = df[df["status"].isin(USABLE)]
-        key = df[group_by].astype(str).agg(" / ".join, axis=1)
-        values = {k: pd.to_numeric(df.loc[key == k, metric], errors="coerce").dropna().to_numpy()
-                  for k in key.unique()}
-        mode = self.mode if metric == self.metric else self.spec.family().metrics[metric][0]
-        means = {k: (v.mean() if len(v) else np.nan) for k, v in values.items()}
-        # rank on the metric's own direction; a group with no finite value is never best
-        sign = 1.0 if mode == "max" else -1.0
-        best = max(means, key=lambda k: -np.inf if np.isnan(means[k]) else sign * means[k])
-        rows = []
-        for k, v in values.items():
-            if k == best:
-                continue
-            b = values[best]
-            if len(v) >= 2 and len(b) >= 2:
-                res = stats.ttest_ind(v, b, equal_var=False)
-                t, p = float(res.statistic), float(res.pvalue)
-            else:
-                t, p = np.nan, np.nan
-            rows.append({"group": k, "mean": means[k], "diff": means[k] - means[best], "t": t,
-                         "p_value": p, "n": len(v)})
-        out = pd.DataFrame(rows)
-        out.attrs["best"] = best
-        return out
+        return welch_against_best(self.group_values(metric, group_by), self.metric_mode(metric))
 
 
     # -- plots ---------------------------------------------------------------------------------------
@@ -459,6 +448,12 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+def _group_labels(column: pd.Series) -> pd.Series:
+    """Values as group labels; a missing value (a conditional hyperparameter a trial did not
+    sample) becomes ``"n/a"``, so its trials form a group instead of being dropped by groupby."""
+    return column.map(lambda v: "n/a" if _missing(v) else str(v)).astype(object)
+
+
 def _py(value: Any) -> Any:
     """NumPy scalars -> Python scalars (Optuna checks categorical choices by equality and type)."""
     return value.item() if hasattr(value, "item") else value
@@ -501,6 +496,77 @@ def _render(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "latex":
         return frame.to_latex(index=False)
     return frame.to_html(index=False)
+
+
+def welch_against_best(values: dict[str, np.ndarray], mode: str) -> pd.DataFrame:
+    """Welch's unequal-variance t-test (``scipy.stats.ttest_ind(equal_var=False)``) of every
+    group's values against the best group's (highest mean for ``mode="max"``, lowest for
+    ``"min"``; a group without values is never best).
+
+    Args:
+        values: group name -> 1-D array of per-trial values (e.g. one per seed).
+        mode: ``"max"`` or ``"min"``.
+
+    Returns:
+        One row per other group: ``group``, ``mean``, ``diff`` (group − best), ``t``,
+        ``p_value`` (two-sided; NaN when either group has fewer than 2 values), ``n``;
+        ``attrs["best"]`` names the best group.
+    """
+    from scipy import stats
+
+    means = {k: (v.mean() if len(v) else np.nan) for k, v in values.items()}
+    sign = 1.0 if mode == "max" else -1.0
+    best = max(means, key=lambda k: -np.inf if np.isnan(means[k]) else sign * means[k])
+    rows = []
+    for k, v in values.items():
+        if k == best:
+            continue
+        b = values[best]
+        if len(v) >= 2 and len(b) >= 2:
+            res = stats.ttest_ind(v, b, equal_var=False)
+            t, p = float(res.statistic), float(res.pvalue)
+        else:
+            t, p = np.nan, np.nan
+        rows.append({"group": k, "mean": means[k], "diff": means[k] - means[best], "t": t,
+                     "p_value": p, "n": len(v)})
+    out = pd.DataFrame(rows, columns=["group", "mean", "diff", "t", "p_value", "n"])
+    out.attrs["best"] = best
+    return out
+
+
+def compare_sweeps(sweeps: Sequence[Sweep], metric: str | None = None,
+                   group_by: Iterable[str] | None = None) -> pd.DataFrame:
+    """Welch's t-test across several sweeps of one family: every group of every sweep (named
+    ``"<sweep name>: <group>"``) against the best of them, e.g. a baseline rerun with seeds
+    against a confirmation of a search's winners.
+
+    Args:
+        sweeps: loaded sweeps (at least one).
+        metric: default: the first sweep's objective.
+        group_by: columns to group each sweep on (default: each sweep's own default groups).
+
+    Returns:
+        As :func:`welch_against_best`.
+
+    Raises:
+        SweepError: when the sweeps' families differ or one does not report ``metric``.
+    """
+    if not sweeps:
+        raise SweepError("compare needs at least one sweep")
+    metric = metric or sweeps[0].metric
+    families = {s.spec.trainable for s in sweeps}
+    if len(families) > 1:
+        raise SweepError(f"compare: the sweeps train different families ({', '.join(sorted(families))}); "
+                         f"their metrics are not comparable")
+    values: dict[str, np.ndarray] = {}
+    for s in sweeps:
+        if metric not in s.metric_names:
+            raise SweepError(f"--metric {metric}: {s.spec.trainable} does not report it; choose one of "
+                             f"{', '.join(s.metric_names)}")
+        label = s.spec.name if sum(x.spec.name == s.spec.name for x in sweeps) == 1 else str(s.path)
+        for group, v in s.group_values(metric, group_by).items():
+            values[f"{label}: {group}"] = v
+    return welch_against_best(values, sweeps[0].metric_mode(metric))
 
 
 def load_sweep(path: str | Path, storage_path: str | None = None) -> Sweep:

@@ -80,8 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--metric")
     plot.add_argument("--storage-path")
 
-    cmp_ = sub.add_parser("compare", help="Welch's t-test of each group against the best group")
-    cmp_.add_argument("sweep")
+    cmp_ = sub.add_parser("compare", help="Welch's t-test of each group against the best group "
+                                          "(several sweeps: every group of every sweep)")
+    cmp_.add_argument("sweep", nargs="+")
     cmp_.add_argument("--metric")
     cmp_.add_argument("--group-by", type=_csv)
     cmp_.add_argument("--storage-path")
@@ -149,11 +150,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(path)
         return 0
     if args.command == "compare":
-        from sweeplab.analysis import load_sweep
+        from sweeplab.analysis import compare_sweeps, load_sweep
 
-        sweep = load_sweep(args.sweep, args.storage_path)
-        _check_metric(sweep, args.metric)
-        out = sweep.compare(args.metric, args.group_by)
+        sweeps = [load_sweep(path, args.storage_path) for path in args.sweep]
+        for sweep in sweeps:
+            _check_metric(sweep, args.metric)
+        out = compare_sweeps(sweeps, args.metric, args.group_by)
         print(f"best group: {out.attrs.get('best')}")
         print(out.to_markdown(index=False, floatfmt=".4g") if not out.empty else "(one group only)")
         return 0
