@@ -32,7 +32,8 @@ class HParamsLoggerCallback(TBXLoggerCallback):
         self.param_names = list(param_names)
         self.metric_names = list(metric_names)
 
-    def log_trial_end(self, trial: Any, failed: bool = False) -> None:  # noqa: D102
+    def log_trial_end(self, trial: Any, failed: bool = False) -> None:
+        """Write the trial's hparams summary (its last reported metrics), then close its writer."""
         if trial in self._trial_writer:
             try:
                 self._write_hparams(trial)
