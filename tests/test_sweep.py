@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 
 from sweeplab import load_sweep
+from sweeplab.analysis import USABLE
 from sweeplab.cli import main
 from sweeplab.runner import SweepError, resume_sweep, run_sweep
 from sweeplab.spec import validate_spec
@@ -214,6 +216,15 @@ def test_grid_variants_repeats_and_statistics(ray_session, storage, asha_sweep):
     row = both.set_index("group").loc["grid: sgd-tiny-lr"]
     assert row["mean"] == pytest.approx(df[df["variant"] == "sgd-tiny-lr"]["val_accuracy"].mean())
     assert main(["compare", path, asha_sweep.path, "--metric", "val_accuracy"]) == 0
+    # pooled: one group per optimizer, holding the trials of both sweeps
+    pooled = compare_sweeps([sweep, asha_sweep], metric="val_accuracy", group_by=["optimizer"], pool=True)
+    assert set(pooled["group"]) | {pooled.attrs["best"]} == {"adam", "sgd"}
+    both_df = pd.concat([d[d["status"].isin(USABLE)] for d in (df, asha_sweep.dataframe())])
+    for _, r in pooled.iterrows():
+        vals = both_df.loc[both_df["optimizer"] == r["group"], "val_accuracy"]
+        assert r["n"] == len(vals) and r["mean"] == pytest.approx(vals.mean())
+    assert main(["compare", path, asha_sweep.path, "--metric", "val_accuracy", "--group-by", "optimizer",
+                 "--pool"]) == 0
 
 
 def test_diverging_trial_is_marked_and_never_best(ray_session, storage):

@@ -535,7 +535,7 @@ def welch_against_best(values: dict[str, np.ndarray], mode: str) -> pd.DataFrame
 
 
 def compare_sweeps(sweeps: Sequence[Sweep], metric: str | None = None,
-                   group_by: Iterable[str] | None = None) -> pd.DataFrame:
+                   group_by: Iterable[str] | None = None, pool: bool = False) -> pd.DataFrame:
     """Welch's t-test across several sweeps of one family: every group of every sweep (named
     ``"<sweep name>: <group>"``) against the best of them, e.g. a baseline rerun with seeds
     against a confirmation of a search's winners.
@@ -544,6 +544,9 @@ def compare_sweeps(sweeps: Sequence[Sweep], metric: str | None = None,
         sweeps: loaded sweeps (at least one).
         metric: default: the first sweep's objective.
         group_by: columns to group each sweep on (default: each sweep's own default groups).
+        pool: pool groups of the same name across sweeps (named ``"<group>"``), e.g. seeds 0-2
+            of two configurations from one sweep and seeds 3-5 from a later one, grouped on a
+            hyperparameter that tells the configurations apart.
 
     Returns:
         As :func:`welch_against_best`.
@@ -565,7 +568,8 @@ def compare_sweeps(sweeps: Sequence[Sweep], metric: str | None = None,
                              f"{', '.join(s.metric_names)}")
         label = s.spec.name if sum(x.spec.name == s.spec.name for x in sweeps) == 1 else str(s.path)
         for group, v in s.group_values(metric, group_by).items():
-            values[f"{label}: {group}"] = v
+            key = group if pool else f"{label}: {group}"
+            values[key] = np.concatenate([values[key], v]) if key in values else v
     return welch_against_best(values, sweeps[0].metric_mode(metric))
 
 

@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("sweep", nargs="+")
     cmp_.add_argument("--metric")
     cmp_.add_argument("--group-by", type=_csv)
+    cmp_.add_argument("--pool", action="store_true",
+                      help="pool same-named groups of several sweeps (e.g. more seeds of one config run later)")
     cmp_.add_argument("--storage-path")
     return p
 
@@ -155,7 +157,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         sweeps = [load_sweep(path, args.storage_path) for path in args.sweep]
         for sweep in sweeps:
             _check_metric(sweep, args.metric)
-        out = compare_sweeps(sweeps, args.metric, args.group_by)
+        out = compare_sweeps(sweeps, args.metric, args.group_by, pool=args.pool)
         print(f"best group: {out.attrs.get('best')}")
         print(out.to_markdown(index=False, floatfmt=".4g") if not out.empty else "(one group only)")
         return 0
