@@ -225,6 +225,9 @@ def test_grid_variants_repeats_and_statistics(ray_session, storage, asha_sweep):
         assert r["n"] == len(vals) and r["mean"] == pytest.approx(vals.mean())
     assert main(["compare", path, asha_sweep.path, "--metric", "val_accuracy", "--group-by", "optimizer",
                  "--pool"]) == 0
+    # a hyperparameter the job held fixed is still a grouping key (read from the trials' configs)
+    by_filters = sweep.summary(group_by=["filters"])
+    assert list(by_filters.index) == ["8"] and by_filters[("val_accuracy", "n")].iloc[0] == 6
 
 
 def test_diverging_trial_is_marked_and_never_best(ray_session, storage):

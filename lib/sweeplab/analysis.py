@@ -226,12 +226,8 @@ class Sweep:
             A frame indexed by group with columns ``(metric, "mean"|"std"|"n")``, plus ``trials``
             and ``excluded``.
         """
-        df = self.dataframe()
         group_by = list(group_by) if group_by else self.default_group_by()
-        missing = [g for g in group_by if g not in df.columns]
-        if missing:
-            raise SweepError(f"--group-by {', '.join(missing)}: not a column; choose from "
-                             f"{', '.join(c for c in df.columns if c not in ('path',))}")
+        df = self._with_columns(self.dataframe(), group_by)
         if metrics:
             metrics = list(metrics)
         else:  # every reported metric that some trial has
@@ -254,6 +250,31 @@ class Sweep:
         if self.metric in metrics:
             out = out.sort_values((self.metric, "mean"), ascending=self.mode == "min", na_position="last")
         return out
+
+    def _with_columns(self, df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+        """``df`` with a column for each of ``names``: a hyperparameter the sweep held fixed (e.g.
+        ``n_latent`` of a seeds-only job) is read from the trials' configs, so sweeps that vary
+        different things can be grouped on the same names.
+
+        Raises:
+            SweepError: a name is neither a column nor in any trial's config.
+        """
+        missing = [g for g in names if g not in df.columns]
+        if not missing:
+            return df
+        configs = {t.trial_id: t.config for t in self._ea.trials}
+        df = df.copy()
+        for g in missing:
+            if any(g in c for c in configs.values()):
+                df[g] = df["trial_id"].map(lambda i, g=g: configs.get(i, {}).get(g))
+        unknown = [g for g in names if g not in df.columns]
+        if unknown:
+            settings = sorted({k for c in configs.values() for k in c if not k.startswith("_")})
+            raise SweepError(f"--group-by {', '.join(unknown)}: not a column or hyperparameter of sweep "
+                             f"{self.spec.name!r}; choose from "
+                             f"{', '.join(c for c in df.columns if c not in ('path',))} or "
+                             f"{', '.join(k for k in settings if k not in df.columns)}")
+        return df
 
     def default_group_by(self) -> list[str]:
         """``variant`` when the grid has variants, else every varied hyperparameter, else
@@ -326,7 +347,7 @@ class Sweep:
         values of ``group_by``; default :meth:`default_group_by`)."""
         metric = metric or self.metric
         group_by = list(group_by) if group_by else self.default_group_by()
-        df = self.dataframe()
+        df = self._with_columns(self.dataframe(), group_by)
         df = df[df["status"].isin(USABLE)]
         key = pd.DataFrame({g: _group_labels(df[g]) for g in group_by}).agg(" / ".join, axis=1)
         return {k: pd.to_numeric(df.loc[key == k, metric], errors="coerce").dropna().to_numpy()
