@@ -339,6 +339,30 @@ def test_plots_and_optuna_study(asha_sweep, tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
 
 
+def test_optuna_study_at_one_budget(asha_sweep, tmp_path):
+    # ASHA's last results mix budgets; at the grace period (iteration 1) every trial has a value,
+    # and it is that iteration's, not the trial's last
+    hist = asha_sweep.history()
+    at1 = hist[hist["training_iteration"] == 1].set_index("trial_id")["val_accuracy"]
+    study = asha_sweep.to_optuna_study(at_iteration=1)
+    values = {t.user_attrs["trial_id"]: t.value for t in study.trials}
+    assert len(values) == 8 and None not in values.values()
+    assert values == pytest.approx(at1.to_dict())
+    df = asha_sweep.dataframe().set_index("trial_id")
+    changed = [t for t in values if df.loc[t, "training_iteration"] > 1
+               and df.loc[t, "val_accuracy"] != values[t]]
+    assert changed, "no trial learned after iteration 1: the test proves nothing"
+    # at the full budget only the trials ASHA let finish have a value
+    full = asha_sweep.to_optuna_study(at_iteration=4)
+    finished = {t.user_attrs["trial_id"] for t in full.trials if t.value is not None}
+    assert finished == set(df.index[df["training_iteration"] == 4])
+    with pytest.raises(SweepError, match="training_iteration 99"):
+        asha_sweep.to_optuna_study(at_iteration=99)
+    assert main(["plot", str(asha_sweep.path), "--out", str(tmp_path), "--at-iteration", "1"]) == 0
+    assert (tmp_path / "importances.png").stat().st_size > 10_000
+    assert main(["plot", str(asha_sweep.path), "--out", str(tmp_path), "--at-iteration", "99"]) == 2
+
+
 def test_one_configuration_with_seeds_gives_one_mean_row(ray_session, storage):
     # no space and no sampler: the train: section runs once per seed (grid is the default)
     spec = validate_spec(job(name="seeds", train={**CNN["train"], "epochs": 1, "lr": 0.01},

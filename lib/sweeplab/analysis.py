@@ -365,13 +365,22 @@ class Sweep:
 
 
     # -- plots ---------------------------------------------------------------------------------------
-    def to_optuna_study(self, metric: str | None = None):
-        """The sweep as an in-memory Optuna study (one finished trial per sweep trial, its last
-        ``metric`` as the value; diverged/errored trials as failed), for Optuna's analysis and
-        visualisation tools (``optuna.importance``, ``optuna.visualization``).
+    def to_optuna_study(self, metric: str | None = None, at_iteration: int | None = None):
+        """The sweep as an in-memory Optuna study (one finished trial per sweep trial; diverged or
+        errored trials as failed), for Optuna's analysis and visualisation tools
+        (``optuna.importance``, ``optuna.visualization``).
+
+        Args:
+            metric: the value of each Optuna trial (default: the job's metric).
+            at_iteration: take ``metric`` at this ``training_iteration`` instead of each trial's
+                last result. Under ASHA the last results mix budgets (a trial stopped at the grace
+                period is scored on fewer iterations than a completed one), which biases
+                importances towards whatever ASHA favoured; at the grace period every trial is
+                scored on the same budget. Trials that never reached it count as failed.
 
         Raises:
-            SweepError: when the sweep has no varied hyperparameters.
+            SweepError: when the sweep has no varied hyperparameters, or when no trial reached
+                ``at_iteration``.
         """
         import optuna
 
@@ -392,7 +401,17 @@ class Sweep:
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         study = optuna.create_study(direction="maximize" if mode == "max" else "minimize",
                                     study_name=self.spec.name)
-        for _, row in self.dataframe().iterrows():
+        frame = self.dataframe()
+        if at_iteration is not None:
+            hist = self.history()
+            reached = hist[hist["training_iteration"] == at_iteration]
+            if reached.empty or metric not in reached:
+                raise SweepError(f"{self.path}: no trial reported {metric!r} at training_iteration "
+                                 f"{at_iteration}; trials ran {int(hist['training_iteration'].min())}-"
+                                 f"{int(hist['training_iteration'].max())} iterations")
+            at = reached.set_index("trial_id")[metric]
+            frame = frame.assign(**{metric: frame["trial_id"].map(at)})
+        for _, row in frame.iterrows():
             params = {k: _py(row[k]) for k in dists if k in row and not _missing(row[k])}
             value = row.get(metric)
             ok = row["status"] in ("completed", "stopped") and not _missing(value)
@@ -403,13 +422,18 @@ class Sweep:
                 user_attrs={"trial_id": row["trial_id"], "status": row["status"]}))
         return study
 
-    def plot(self, out_dir: str | Path, metric: str | None = None) -> list[Path]:
+    def plot(self, out_dir: str | Path, metric: str | None = None,
+             at_iteration: int | None = None) -> list[Path]:
         """Write the sweep's figures as PNGs into ``out_dir``.
 
         ``curves.png``: ``metric`` per iteration of every trial (ASHA-stopped trials dashed).
         With a search space, Optuna's matplotlib visualisations of the same study:
         ``importances.png`` (fANOVA hyperparameter importances), ``parallel.png`` (parallel
-        coordinates) and ``slice.png``.
+        coordinates) and ``slice.png``; with ``at_iteration`` they score every trial at that
+        ``training_iteration`` (see :meth:`to_optuna_study`), e.g. ASHA's grace period.
+
+        Raises:
+            SweepError: from :meth:`to_optuna_study`.
 
         Returns:
             The paths written.
@@ -445,7 +469,7 @@ class Sweep:
 
             from optuna.visualization import matplotlib as ovm
 
-            study = self.to_optuna_study(metric)
+            study = self.to_optuna_study(metric, at_iteration)
             done = [t for t in study.trials if t.state.name == "COMPLETE"]
             plots = [("parallel.png", ovm.plot_parallel_coordinate), ("slice.png", ovm.plot_slice)]
             if len(done) >= 2 and len(self.spec.search.space) >= 2:

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("sweep")
     plot.add_argument("--out", help="folder for the PNGs (default: <sweep>/plots)")
     plot.add_argument("--metric")
+    plot.add_argument("--at-iteration", type=int,
+                      help="score every trial at this training_iteration in Optuna's plots (e.g. "
+                           "ASHA's grace period), not at its last result: like budgets, fair importances")
     plot.add_argument("--storage-path")
 
     cmp_ = sub.add_parser("compare", help="Welch's t-test of each group against the best group "
@@ -148,7 +151,7 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         sweep = load_sweep(args.sweep, args.storage_path)
         out = args.out or f"{sweep.path}/plots"
-        for path in sweep.plot(out, args.metric):
+        for path in sweep.plot(out, args.metric, args.at_iteration):
             print(path)
         return 0
     if args.command == "compare":
