@@ -75,6 +75,11 @@ def test_cifar_job_prints_the_runs_table_with_statistics(cifar_sweep, capsys):
     assert out.count("±") >= 5 * len(SPEC_METRICS) and "derp5" in out and "ks_probe" in out
     assert main(["compare", str(cifar_sweep.path), "--metric", "accuracy"]) == 0
     assert "p_value" in capsys.readouterr().out
+    # a metric the trials never reported: an error naming it and the ones there are, either way
+    for grouped in ([], ["--group-by", "variant"]):
+        assert main(["table", str(cifar_sweep.path), "--metrics", "ks_eval,time_total_s", *grouped]) == 2
+        err = capsys.readouterr().err
+        assert "--metrics time_total_s" in err and "train_seconds" in err and "Traceback" not in err
 
 
 def test_cifar_job_writes_reconstruction_and_prior_sample_grids(cifar_sweep):

@@ -225,11 +225,14 @@ class Sweep:
         Returns:
             A frame indexed by group with columns ``(metric, "mean"|"std"|"n")``, plus ``trials``
             and ``excluded``.
+
+        Raises:
+            SweepError: a metric the trials did not report, or an unknown group column.
         """
         group_by = list(group_by) if group_by else self.default_group_by()
         df = self._with_columns(self.dataframe(), group_by)
         if metrics:
-            metrics = list(metrics)
+            metrics = self._check_metrics(df, metrics)
         else:  # every reported metric that some trial has
             metrics = [m for m in self.metric_names if m in df.columns and df[m].notna().any()]
         keyed = df.assign(**{g: _group_labels(df[g]) for g in group_by})
@@ -250,6 +253,18 @@ class Sweep:
         if self.metric in metrics:
             out = out.sort_values((self.metric, "mean"), ascending=self.mode == "min", na_position="last")
         return out
+
+    def _check_metrics(self, df: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
+        """``metrics`` as a list; SweepError naming the numeric columns there are if one is not
+        a column of ``df``."""
+        metrics = list(metrics)
+        unknown = [m for m in metrics if m not in df.columns]
+        if unknown:
+            numeric = [c for c in df.columns if c not in ("seed", "training_iteration")
+                       and c not in self.param_names and pd.api.types.is_numeric_dtype(df[c])]
+            raise SweepError(f"--metrics {', '.join(unknown)}: not reported by the trials of "
+                             f"{self.path}; choose from {', '.join(numeric)}")
+        return metrics
 
     def _with_columns(self, df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
         """``df`` with a column for each of ``names``: a hyperparameter the sweep held fixed (e.g.
@@ -316,7 +331,8 @@ class Sweep:
             df = self.dataframe()
             if status:
                 df = df[df["status"].isin(status)]
-            metrics = list(metrics) if metrics else [m for m in self.metric_names if m in df.columns]
+            metrics = (self._check_metrics(df, metrics) if metrics
+                       else [m for m in self.metric_names if m in df.columns])
             cols = ["trial_id", "status"] + (["variant"] if "variant" in df else []) + \
                 [p for p in self.param_names if p in df] + ["seed", "training_iteration"] + metrics + \
                 [c for c in ("num_params", "train_seconds") if c in df and c not in metrics]
