@@ -483,13 +483,17 @@ class Sweep:
         if self.spec.search.space:
             import warnings
 
+            import optuna
             from optuna.visualization import matplotlib as ovm
 
             study = self.to_optuna_study(metric, at_iteration)
             done = [t for t in study.trials if t.state.name == "COMPLETE"]
             plots = [("parallel.png", ovm.plot_parallel_coordinate), ("slice.png", ovm.plot_slice)]
             if len(done) >= 2 and len(self.spec.search.space) >= 2:
-                plots.insert(0, ("importances.png", ovm.plot_param_importances))
+                # fANOVA fits a random forest: seed it, so the same sweep gives the same figure
+                evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+                plots.insert(0, ("importances.png",
+                                 lambda st: ovm.plot_param_importances(st, evaluator=evaluator)))
             for fname, fn in plots:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")  # Optuna marks its matplotlib plots experimental
