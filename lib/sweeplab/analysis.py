@@ -392,7 +392,8 @@ class Sweep:
                 last result. Under ASHA the last results mix budgets (a trial stopped at the grace
                 period is scored on fewer iterations than a completed one), which biases
                 importances towards whatever ASHA favoured; at the grace period every trial is
-                scored on the same budget. Trials that never reached it count as failed.
+                scored on the same budget. A trial counts by its value there whatever happened
+                later (stopped, unfinished, diverged); one that never reached it counts as failed.
 
         Raises:
             SweepError: when the sweep has no varied hyperparameters, or when no trial reached
@@ -430,7 +431,8 @@ class Sweep:
         for _, row in frame.iterrows():
             params = {k: _py(row[k]) for k in dists if k in row and not _missing(row[k])}
             value = row.get(metric)
-            ok = row["status"] in ("completed", "stopped") and not _missing(value)
+            ok = ((at_iteration is not None or row["status"] in ("completed", "stopped"))
+                  and not _missing(value) and math.isfinite(float(value)))
             study.add_trial(optuna.trial.create_trial(
                 params=params, distributions={k: dists[k] for k in params},
                 value=float(value) if ok else None,
