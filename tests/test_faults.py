@@ -7,8 +7,10 @@ checkpoints that are half-written or hold pickled code.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -22,7 +24,7 @@ import yaml
 
 from sweeplab import load_sweep
 from sweeplab.cli import main
-from sweeplab.runner import run_sweep
+from sweeplab.runner import repair_stale_checkpoints, run_sweep
 from sweeplab.spec import validate_spec
 from sweeplab.trainables.base import (CheckpointError, STATE_FILE, get_family,
                                       load_checkpoint_dir, parse_fault_rules, save_checkpoint_dir)
@@ -124,7 +126,41 @@ def _kill_session(sid: int) -> None:
                 pass
 
 
-def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsys):
+def _name_a_deleted_checkpoint(exp: Path, trial_dir_name: str) -> str:
+    """Rewrite the sweep's newest experiment state so that trial's latest checkpoint is the one
+    before its newest reported one, and delete that one: the state a driver killed between Ray's
+    checkpoint deletion and its next state save leaves. Returns that checkpoint's name."""
+    from ray.train._internal.session import _TrainingResult
+    from ray.tune import Checkpoint
+    from ray.tune.experiment.trial import Trial
+
+    trial_dir = exp / trial_dir_name
+    rows = {r["checkpoint_dir_name"]: r for r in _trial_results(exp)[trial_dir_name] if r.get("checkpoint_dir_name")}
+    # checkpoints with a reported result (a newer folder may be there without one: the driver
+    # died before it processed that result, and Ray never resumes from those)
+    older, newest = sorted(rows)[-2:]
+    assert (trial_dir / newest).is_dir()
+    shutil.rmtree(trial_dir / older, ignore_errors=True)  # what Ray's checkpoint.keep does
+    state_file = sorted(exp.glob("experiment_state-*.json"))[-1]
+    state = json.loads(state_file.read_text())
+    for i, (trial_json, meta_json) in enumerate(state["trial_data"]):
+        trial = Trial.from_json_state(trial_json, stub=True)  # run_trial is not registered here
+        trial.restore_run_metadata(meta_json)
+        if trial.storage.trial_dir_name != trial_dir_name:
+            continue
+        result = _TrainingResult(checkpoint=Checkpoint(str(trial_dir / older),
+                                                       filesystem=trial.storage.storage_filesystem),
+                                 metrics=rows[older])
+        manager = trial.run_metadata.checkpoint_manager
+        manager._latest_checkpoint_result, manager._checkpoint_results = result, [result]
+        trial.stub = False
+        trial.invalidate_json_state()
+        state["trial_data"][i] = list(trial.get_json_state())
+    state_file.write_text(json.dumps(state))
+    return older
+
+
+def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsys, caplog):
     planned = 4
     jobfile = tmp_path / "killed.yaml"
     jobfile.write_text(yaml.safe_dump(job(
@@ -162,9 +198,17 @@ def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsy
     interrupted = {n: [r["training_iteration"] for r in res] for n, res in results_before.items() if n not in before}
     assert len(before) < planned and len(interrupted) == 1, (before, interrupted)
     params_before = {p.parent.name: json.loads(p.read_text()) for p in exp.glob("trial_*/params.json")}
+    # the kill can land after Ray deleted the older checkpoint and before it saved the state that
+    # names the newer one (a real race, hit in CI); make that happen every time, so the resume
+    # below always has to repair it
+    (name,) = interrupted
+    stale = _name_a_deleted_checkpoint(exp, name)
 
     capsys.readouterr()
+    caplog.set_level(logging.WARNING, logger="sweeplab.runner")
     assert main(["resume", "killed", "--storage-path", str(storage)]) == 0
+    assert any(stale in r.getMessage() and name.removeprefix("trial_") in r.getMessage()
+               for r in caplog.records), caplog.text
     df = load_sweep(str(exp)).dataframe()
     assert len(df) == planned and set(df["status"]) == {"completed"}, df[["trial_id", "status"]]
     assert len(list(exp.glob("trial_*"))) == planned  # no trial created twice
@@ -185,6 +229,44 @@ def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsy
     print(f"\ndriver SIGKILL: {planned} trials planned, {len(before)} finished before the kill and kept, "
           f"1 interrupted at epoch {iters_before[-1]} resumed at epoch {resumed_at}, "
           f"{planned - len(before) - 1} run after resume, 0 re-run, 0 lost; {time.time() - t0:.1f} s")
+
+
+def test_resume_repairs_a_state_that_names_a_deleted_checkpoint(ray_session, storage):
+    # The race the driver-kill test can hit: Ray deletes the older checkpoint (keep: 1) when it
+    # registers a newer one and saves its experiment state a moment later; a driver killed in
+    # between leaves a state naming the deleted checkpoint. Build that state from a real sweep.
+    from ray.tune.experiment.trial import Trial
+
+    spec = validate_spec(job(name="stale", train={"epochs": 2, "batch_size": 64, "filters": 4,
+                                                    "n_blocks": 1, "threads": 1},
+                             scheduler={"type": "none"}, checkpoint={"every": 1, "keep": 1}))
+    path, _ = run_sweep(spec, storage_path=str(storage), verbose=0)
+    exp = Path(path)
+    assert repair_stale_checkpoints(exp) == []  # a consistent state is left alone
+    state_file = sorted(exp.glob("experiment_state-*.json"))[-1]
+    before = state_file.read_text()
+    trial_dir = next(exp.glob("trial_*"))
+    (old,) = [d for d in trial_dir.glob("checkpoint_*")]
+    rows = [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines()]
+    assert rows[-1]["checkpoint_dir_name"] == old.name
+    # "a newer checkpoint was written, the old one deleted, and then the driver died"
+    index = int(old.name.rsplit("_", 1)[1])
+    newer = old.with_name(f"checkpoint_{index + 1:06d}")
+    old.rename(newer)
+    with open(trial_dir / "result.json", "a") as f:
+        f.write(json.dumps({**rows[-1], "training_iteration": rows[-1]["training_iteration"] + 1,
+                            "checkpoint_dir_name": newer.name}) + "\n")
+    notes = repair_stale_checkpoints(exp)
+    assert len(notes) == 1 and old.name in notes[0] and newer.name in notes[0]
+    assert state_file.read_text() != before
+    trial_json, meta_json = json.loads(state_file.read_text())["trial_data"][0]
+    trial = Trial.from_json_state(trial_json)
+    trial.restore_run_metadata(meta_json)
+    latest = trial.run_metadata.checkpoint_manager.latest_checkpoint_result
+    assert Path(latest.checkpoint.path) == newer and Path(latest.checkpoint.path).is_dir()
+    assert latest.metrics["training_iteration"] == rows[-1]["training_iteration"] + 1  # Ray's count matches
+    assert trial.storage.current_checkpoint_index == index + 2  # the next save cannot overwrite it
+    assert repair_stale_checkpoints(exp) == []  # and now it is consistent
 
 
 # ------------------------------------------------------------------------------------------------

@@ -558,6 +558,80 @@ def locate_sweep(name_or_path: str, storage_path: str | None = None) -> str:
                      "or pass --storage-path where it was written")
 
 
+def repair_stale_checkpoints(exp_dir: Path) -> list[str]:
+    """Point trials whose recorded checkpoint is gone at their newest checkpoint on disk.
+
+    Ray Tune deletes a trial's older checkpoints (``checkpoint.keep``) when it registers a new
+    one and saves its experiment state (which says what each trial resumes from) a moment later.
+    A driver killed between the two leaves a state that names a deleted checkpoint, and
+    ``Tuner.restore`` then errors that trial ("does not exist on storage anymore"). The newer
+    checkpoint is on disk, and ``result.json`` holds the result it was reported with: this
+    rewrites the newest ``experiment_state-*.json`` so the trial resumes from it, with Ray's
+    iteration count and next checkpoint index to match. Uses Ray Tune's own (internal) classes
+    to read and write the state; on any surprise it changes nothing.
+
+    Args:
+        exp_dir: a local experiment folder.
+
+    Returns:
+        One line per repaired trial (empty when nothing needed it).
+    """
+    import json
+
+    states = sorted(exp_dir.glob("experiment_state-*.json"))
+    if not states:
+        return []
+    try:
+        from ray.train._internal.session import _TrainingResult
+        from ray.tune import Checkpoint
+        from ray.tune.experiment.trial import Trial
+
+        state = json.loads(states[-1].read_text())
+        notes = []
+        for i, (trial_json, meta_json) in enumerate(state["trial_data"]):
+            # a stub: the trainable need not be registered in this process (it is not, yet)
+            trial = Trial.from_json_state(trial_json, stub=True)
+            trial.restore_run_metadata(meta_json)
+            manager = trial.run_metadata.checkpoint_manager
+            latest = manager.latest_checkpoint_result
+            trial_dir = exp_dir / trial.storage.trial_dir_name
+            if latest is None or (trial_dir / Path(latest.checkpoint.path).name).is_dir():
+                continue
+            rows = {}
+            results = trial_dir / "result.json"
+            for line in (results.read_text().splitlines() if results.exists() else []):
+                row = json.loads(line)
+                if row.get("checkpoint_dir_name"):
+                    rows[row["checkpoint_dir_name"]] = row
+            on_disk = sorted(d.name for d in trial_dir.glob("checkpoint_*") if d.is_dir() and d.name in rows)
+            if not on_disk:
+                continue
+            newest = on_disk[-1]
+            result = _TrainingResult(
+                checkpoint=Checkpoint(str(Path(latest.checkpoint.path).with_name(newest)),
+                                      filesystem=latest.checkpoint.filesystem),
+                metrics=rows[newest])
+            manager._latest_checkpoint_result = result
+            manager._checkpoint_results = [result]
+            trial.storage.current_checkpoint_index = max(trial.storage.current_checkpoint_index,
+                                                         int(newest.rsplit("_", 1)[1]) + 1)
+            trial.stub = False
+            trial.invalidate_json_state()
+            state["trial_data"][i] = list(trial.get_json_state())
+            notes.append(f"trial {trial.trial_id}: Ray's saved state named "
+                         f"{Path(latest.checkpoint.path).name}, deleted after a newer one was written "
+                         f"(the driver stopped in between); resuming from {newest} (iteration "
+                         f"{rows[newest].get('training_iteration')})")
+    except Exception as exc:  # noqa: BLE001 - Ray internals moved: leave the state as Ray wrote it
+        logger.debug("checkpoint repair skipped: %s", exc)
+        return []
+    if notes:
+        tmp = states[-1].with_suffix(".tmp")
+        tmp.write_text(json.dumps(state))
+        tmp.replace(states[-1])
+    return notes
+
+
 def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address: str | None = None,
                  num_cpus: int | None = None, dashboard: bool = False, restart_errored: bool = False):
     """Continue an interrupted sweep (Ctrl-C, killed driver, lost node).
@@ -585,6 +659,9 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
     check_resources(spec)
     if address:
         check_storage(exp_path)
+    if not _is_uri(exp_path):
+        for note in repair_stale_checkpoints(Path(exp_path)):
+            logger.warning(note)
     tuner = tune.Tuner.restore(exp_path, trainable=make_trainable(spec, data, exp_path),
                                resume_unfinished=True, resume_errored=not restart_errored,
                                restart_errored=restart_errored)
