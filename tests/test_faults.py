@@ -259,6 +259,7 @@ def test_resume_repairs_a_state_that_names_a_deleted_checkpoint(ray_session, sto
     notes = repair_stale_checkpoints(exp)
     assert len(notes) == 1 and old.name in notes[0] and newer.name in notes[0]
     assert state_file.read_text() != before
+    assert state_file.with_name(state_file.name + ".before-repair").read_text() == before  # Ray's, kept
     trial_json, meta_json = json.loads(state_file.read_text())["trial_data"][0]
     trial = Trial.from_json_state(trial_json)
     trial.restore_run_metadata(meta_json)

@@ -567,8 +567,9 @@ def repair_stale_checkpoints(exp_dir: Path) -> list[str]:
     ``Tuner.restore`` then errors that trial ("does not exist on storage anymore"). The newer
     checkpoint is on disk, and ``result.json`` holds the result it was reported with: this
     rewrites the newest ``experiment_state-*.json`` so the trial resumes from it, with Ray's
-    iteration count and next checkpoint index to match. Uses Ray Tune's own (internal) classes
-    to read and write the state; on any surprise it changes nothing.
+    iteration count and next checkpoint index to match (Ray's file is kept as
+    ``*.json.before-repair``). Uses Ray Tune's own (internal) classes to read and write the
+    state; on any surprise it changes nothing.
 
     Args:
         exp_dir: a local experiment folder.
@@ -625,7 +626,9 @@ def repair_stale_checkpoints(exp_dir: Path) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - Ray internals moved: leave the state as Ray wrote it
         logger.debug("checkpoint repair skipped: %s", exc)
         return []
-    if notes:
+    if notes:  # Ray's own file is kept beside it (a name Ray's restore does not glob)
+        original = states[-1].read_text()
+        states[-1].with_name(states[-1].name + ".before-repair").write_text(original)
         tmp = states[-1].with_suffix(".tmp")
         tmp.write_text(json.dumps(state))
         tmp.replace(states[-1])
