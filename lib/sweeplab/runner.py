@@ -481,6 +481,43 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
     return exp_path, results
 
 
+def _edit_experiment_state(exp_path: str, edit, *, backup: bool = False) -> list[str]:
+    """Load a sweep's newest ``experiment_state-*.json`` (Ray Tune's record of every trial's
+    status and checkpoint, the file ``Tuner.restore`` reads), let ``edit(state, fs, root)`` change
+    its ``trial_data`` in place, and write it back when ``edit`` reports a change.
+
+    Args:
+        exp_path: the sweep folder (local path or URI).
+        edit: called with the parsed state, the folder's ``pyarrow.fs`` filesystem and its path
+            there; returns one line per change (empty: nothing is written).
+        backup: keep Ray's file beside the edited one as ``*.json.before-repair`` (a name
+            ``Tuner.restore`` does not read).
+
+    Returns:
+        What ``edit`` returned ([] when the sweep has no state yet).
+    """
+    import json
+
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(exp_path if _is_uri(exp_path) else str(Path(exp_path).absolute()))
+    states = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root))
+                    if Path(i.path).name.startswith("experiment_state-") and i.path.endswith(".json"))
+    if not states:
+        return []
+    with fs.open_input_stream(states[-1]) as fh:
+        original = fh.read()
+    state = json.loads(original.decode())
+    changes = edit(state, fs, root)
+    if changes:
+        if backup:
+            with fs.open_output_stream(states[-1] + ".before-repair") as fh:
+                fh.write(original)
+        with fs.open_output_stream(states[-1]) as fh:
+            fh.write(json.dumps(state).encode())
+    return changes
+
+
 def record_lost_errors(exp_path: str, results: Any) -> list[str]:
     """Save the ERROR status of trials whose worker process died, which Ray Tune loses.
 
@@ -509,14 +546,7 @@ def record_lost_errors(exp_path: str, results: Any) -> list[str]:
             errored[trial_id] = Path(result.path).name
     if not errored:
         return []
-    try:
-        fs, root = pafs.FileSystem.from_uri(exp_path if _is_uri(exp_path) else str(Path(exp_path).absolute()))
-        states = sorted(i.path for i in fs.get_file_info(pafs.FileSelector(root))
-                        if Path(i.path).name.startswith("experiment_state-") and i.path.endswith(".json"))
-        if not states:
-            return []
-        with fs.open_input_stream(states[-1]) as fh:
-            state = json.loads(fh.read().decode())
+    def mark_errored(state: dict, fs: pafs.FileSystem, root: str) -> list[str]:
         repaired = []
         for entry in state["trial_data"]:
             trial, meta = json.loads(entry[0]), json.loads(entry[1])
@@ -528,9 +558,11 @@ def record_lost_errors(exp_path: str, results: Any) -> list[str]:
                     meta["error_filename"] = "error.txt"
                 entry[0], entry[1] = json.dumps(trial), json.dumps(meta)
                 repaired.append(trial["trial_id"])
+        return repaired
+
+    try:
+        repaired = _edit_experiment_state(exp_path, mark_errored)
         if repaired:
-            with fs.open_output_stream(states[-1]) as fh:
-                fh.write(json.dumps(state).encode())
             logger.warning("trial(s) %s died (worker process killed); saved them as errored", ", ".join(repaired))
         return repaired
     except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:  # an unexpected state format
@@ -579,15 +611,11 @@ def repair_stale_checkpoints(exp_dir: Path) -> list[str]:
     """
     import json
 
-    states = sorted(exp_dir.glob("experiment_state-*.json"))
-    if not states:
-        return []
-    try:
+    def repoint(state: dict, fs: Any, root: str) -> list[str]:
         from ray.train._internal.session import _TrainingResult
         from ray.tune import Checkpoint
         from ray.tune.experiment.trial import Trial
 
-        state = json.loads(states[-1].read_text())
         notes = []
         for i, (trial_json, meta_json) in enumerate(state["trial_data"]):
             # a stub: the trainable need not be registered in this process (it is not, yet)
@@ -595,7 +623,7 @@ def repair_stale_checkpoints(exp_dir: Path) -> list[str]:
             trial.restore_run_metadata(meta_json)
             manager = trial.run_metadata.checkpoint_manager
             latest = manager.latest_checkpoint_result
-            trial_dir = exp_dir / trial.storage.trial_dir_name
+            trial_dir = Path(root) / trial.storage.trial_dir_name
             if latest is None or (trial_dir / Path(latest.checkpoint.path).name).is_dir():
                 continue
             rows = {}
@@ -623,16 +651,13 @@ def repair_stale_checkpoints(exp_dir: Path) -> list[str]:
                          f"{Path(latest.checkpoint.path).name}, deleted after a newer one was written "
                          f"(the driver stopped in between); resuming from {newest} (iteration "
                          f"{rows[newest].get('training_iteration')})")
+        return notes
+
+    try:
+        return _edit_experiment_state(str(exp_dir), repoint, backup=True)
     except Exception as exc:  # noqa: BLE001 - Ray internals moved: leave the state as Ray wrote it
         logger.debug("checkpoint repair skipped: %s", exc)
         return []
-    if notes:  # Ray's own file is kept beside it (a name Ray's restore does not glob)
-        original = states[-1].read_text()
-        states[-1].with_name(states[-1].name + ".before-repair").write_text(original)
-        tmp = states[-1].with_suffix(".tmp")
-        tmp.write_text(json.dumps(state))
-        tmp.replace(states[-1])
-    return notes
 
 
 def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address: str | None = None,

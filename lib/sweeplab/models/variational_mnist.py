@@ -412,12 +412,16 @@ class ConjugatedMixture(nn.Module):
         inner = post.xb + (post.xw * torch.sigmoid(post.logits)).sum(-1)  # [B, K]
         return x @ self.theta_x + (post.log_qk.exp() * inner).sum(-1)
 
+    def expected_latents(self, post: Posterior) -> Tensor:
+        """Analytic ``E_q[y] = Σ_k q_k σ(u_k)``, ``[B, L]`` (probabilities)."""
+        return (post.log_qk.exp()[:, :, None] * torch.sigmoid(post.logits)).sum(1)
+
     def expected_eta(self, post: Posterior) -> Tensor:
         """Analytic ``E_q[η] = θ_X + Σ_k q_k (b_k + (W + W_k) σ(u_k))``, ``[B, D]`` (diagnostics;
         the training path uses the cheaper :meth:`expected_x_dot_eta`)."""
         qk = post.log_qk.exp()
         mean_y = torch.sigmoid(post.logits)  # [B, K, L]
-        out = self.theta_x + (qk[:, :, None] * mean_y).sum(1) @ self.w.T
+        out = self.theta_x + self.expected_latents(post) @ self.w.T
         if self.interaction == "full":
             out = out + qk[:, 1:] @ self.b
             weighted = (qk[:, 1:, None] * mean_y[:, 1:]).reshape(qk.shape[0], -1)  # [B, (K-1)L]
@@ -468,8 +472,7 @@ class ConjugatedMixture(nn.Module):
         if self.control_variate == "conjugation":
             rho = self.rho.detach()
             linear = y @ rho  # [B, S]
-            mean_y = (post.log_qk.exp()[:, :, None] * torch.sigmoid(post.logits)).sum(1)  # [B, L]
-            value = value + mean_y @ rho - linear.mean(1)
+            value = value + self.expected_latents(post) @ rho - linear.mean(1)
             score = score - linear
         if S == 1:
             baseline = torch.zeros_like(score)
