@@ -660,12 +660,116 @@ def repair_stale_checkpoints(exp_dir: Path) -> list[str]:
         return []
 
 
+def ray_temp_root() -> Path | None:
+    """The folder holding this machine's Ray session folders (``/tmp/ray`` by default), read from
+    the running Ray (call after :func:`init_ray`); ``None`` when Ray is not running here."""
+    try:
+        import ray
+
+        return Path(ray._private.worker._global_node.get_session_dir_path()).parent
+    except Exception:  # noqa: BLE001 - not initialised, or Ray's internals moved
+        return None
+
+
+_APPEND_ONLY = ("result.json", "progress.csv")  # Ray Tune's per-trial logs, one line per result
+
+
+def _trusted_staged_bytes(src: Path) -> bytes | None:
+    """What of a file in a killed driver's staging folder can be used: the complete lines of a
+    per-trial log (the driver may have died writing the last one), a JSON file only if it parses
+    (Ray writes its experiment state in place), anything else as it is; ``None``: nothing."""
+    import json
+
+    data = src.read_bytes()
+    if src.name in _APPEND_ONLY:
+        return data[: data.rfind(b"\n") + 1]
+    if src.suffix == ".json":
+        try:
+            json.loads(data)
+        except ValueError:
+            return None
+    return data
+
+
+def recover_driver_artifacts(exp_dir: Path, temp_root: Path | None = None) -> list[str]:
+    """Copy into a local sweep folder what its killed driver wrote but never synced there.
+
+    Ray Tune's driver writes each trial's ``result.json``, ``progress.csv`` and TensorBoard
+    events, and its experiment state, into a staging folder of its Ray session
+    (``<temp_root>/session_*/artifacts/<time>/<sweep name>/driver_artifacts``) and copies that
+    folder to the sweep folder every few seconds, while trials write their checkpoints straight
+    into the sweep folder. A driver killed between two copies leaves the sweep folder with
+    results (and a state) older than the checkpoints beside them, and one killed during a copy
+    leaves files cut short; the staging folder, which outlives the driver on its machine, holds
+    the rest. From each staging folder of this sweep, oldest first, this takes:
+
+    * the per-trial logs and TensorBoard event files (they only grow) where the sweep folder's
+      copy is missing or a strict beginning of the staged one, up to the staged log's last
+      complete line;
+    * any other file where the sweep folder's copy is missing, cut short, or older (a copy Ray
+      made is newer than what it copied, so only what changed after the last copy counts), a JSON
+      file only if it parses. Files edited in the sweep folder after the driver stopped (by a resume, or
+      :func:`record_lost_errors`) are newer, and are kept; so is a saved state where the staged
+      one was cut short by the kill.
+
+    A staging folder counts as this sweep's when it has the sweep's name and at least one trial
+    folder the sweep folder also has (trial ids are random). Temporary files (``.*``) are skipped.
+
+    Args:
+        exp_dir: a local sweep folder.
+        temp_root: Ray's temp folder (default: :func:`ray_temp_root`).
+
+    Returns:
+        One line per staging folder something was copied from (empty when nothing was behind).
+    """
+    exp_dir = Path(exp_dir)
+    temp_root = temp_root or ray_temp_root()
+    if temp_root is None or not exp_dir.is_dir():
+        return []
+    own_trials = {p.name for p in exp_dir.glob("trial_*") if p.is_dir()}
+    # resolved: Ray's session_latest is a link to one of the session folders
+    stagings = {d.resolve() for d in temp_root.glob(f"session_*/artifacts/*/{exp_dir.name}/driver_artifacts")
+                if d.is_dir() and own_trials & {p.name for p in d.glob("trial_*")}}
+    notes = []
+    for staging in sorted(stagings, key=lambda d: max((f.stat().st_mtime for f in d.rglob("*")), default=0)):
+        copied = []
+        for src in sorted(staging.rglob("*")):
+            if not src.is_file() or src.name.startswith("."):
+                continue
+            dst = exp_dir / src.relative_to(staging)
+            try:
+                data = _trusted_staged_bytes(src)
+                if data is None:
+                    continue
+                if dst.exists():
+                    old = dst.read_bytes()
+                    cut_short = len(old) < len(data) and data.startswith(old)
+                    grows = src.name in _APPEND_ONLY or src.name.startswith("events.out.tfevents")
+                    if not cut_short and (grows or old == data or dst.stat().st_mtime >= src.stat().st_mtime):
+                        continue
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                dst.write_bytes(data)
+                stamp = src.stat().st_mtime
+                os.utime(dst, (stamp, stamp))  # as Ray's own copy: no longer older than the staged file
+            except OSError as exc:  # unreadable or unwritable: the resume goes on with what is there
+                logger.warning("could not recover %s from %s: %s", dst.relative_to(exp_dir), staging, exc)
+                continue
+            copied.append(str(src.relative_to(staging)))
+        if copied:
+            notes.append(f"recovered {len(copied)} file(s) the stopped driver had not yet copied into the sweep "
+                         f"folder, from {staging}: {', '.join(copied[:6])}{' ...' if len(copied) > 6 else ''}")
+    return notes
+
+
 def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address: str | None = None,
                  num_cpus: int | None = None, dashboard: bool = False, restart_errored: bool = False):
     """Continue an interrupted sweep (Ctrl-C, killed driver, lost node).
 
     Finished trials are kept as they are; unfinished ones continue from their last checkpoint;
     errored ones are resumed from their checkpoint (or restarted with ``restart_errored``).
+    For a local sweep folder, results a killed driver recorded but had not yet copied there are
+    recovered first (:func:`recover_driver_artifacts`), and a saved state naming a deleted
+    checkpoint is repaired (:func:`repair_stale_checkpoints`).
 
     Returns:
         ``(experiment_path, ResultGrid)``.
@@ -688,7 +792,9 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
     if address:
         check_storage(exp_path)
     if not _is_uri(exp_path):
-        for note in repair_stale_checkpoints(Path(exp_path)):
+        # first what a killed driver staged but never copied here, then a state that names a
+        # checkpoint deleted after it was saved
+        for note in recover_driver_artifacts(Path(exp_path)) + repair_stale_checkpoints(Path(exp_path)):
             logger.warning(note)
     tuner = tune.Tuner.restore(exp_path, trainable=make_trainable(spec, data, exp_path),
                                resume_unfinished=True, resume_errored=not restart_errored,
