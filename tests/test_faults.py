@@ -24,17 +24,25 @@ import yaml
 
 from sweeplab import load_sweep
 from sweeplab.cli import main
-from sweeplab.runner import repair_stale_checkpoints, run_sweep
+from sweeplab.runner import ray_temp_root, recover_driver_artifacts, repair_stale_checkpoints, run_sweep
 from sweeplab.spec import validate_spec
 from sweeplab.trainables.base import (CheckpointError, STATE_FILE, get_family,
                                       load_checkpoint_dir, parse_fault_rules, save_checkpoint_dir)
 from test_sweep import EPOCHS, _finished_trials, job
 
 
-def _trial_results(exp: Path) -> dict[str, list[dict]]:
+def _trial_results(exp: Path, *, live: bool = False) -> dict[str, list[dict]]:
+    """trial folder -> its result rows. ``live``: the sweep is running, and Ray may be copying a
+    file just now: a cut-off last line is left out."""
     out = {}
     for f in exp.glob("trial_*/result.json"):
-        out[f.parent.name] = [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+        lines = [line for line in f.read_text().splitlines() if line.strip()]
+        if live and lines:
+            try:
+                json.loads(lines[-1])
+            except ValueError:
+                lines.pop()
+        out[f.parent.name] = [json.loads(line) for line in lines]
     return out
 
 
@@ -139,7 +147,7 @@ def _name_a_deleted_checkpoint(exp: Path, trial_dir_name: str) -> str:
     # checkpoints with a reported result (a newer folder may be there without one: the driver
     # died before it processed that result, and Ray never resumes from those)
     older, newest = sorted(rows)[-2:]
-    assert (trial_dir / newest).is_dir()
+    assert (trial_dir / newest).is_dir(), (sorted(d.name for d in trial_dir.glob("checkpoint_*")), sorted(rows))
     shutil.rmtree(trial_dir / older, ignore_errors=True)  # what Ray's checkpoint.keep does
     state_file = sorted(exp.glob("experiment_state-*.json"))[-1]
     state = json.loads(state_file.read_text())
@@ -182,7 +190,7 @@ def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsy
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
             done = _finished_trials(exp)
-            running = {n: len(r) for n, r in _trial_results(exp).items() if n not in done and r}
+            running = {n: len(r) for n, r in _trial_results(exp, live=True).items() if n not in done and r}
             if len(done) >= 2 and any(n >= 2 for n in running.values()):
                 break
             time.sleep(0.1)
@@ -193,6 +201,21 @@ def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsy
     finally:
         _kill_session(proc.pid)
     assert proc.returncode == -signal.SIGKILL
+    # Ray's driver writes results into a staging folder of its Ray session and copies it here every
+    # few seconds: whatever came after the last copy is only there. Make sure something is behind
+    # (the interrupted trial's newest result row), then get it back as `sweeplab resume` does.
+    running = [n for n, rows in _trial_results(exp, live=True).items()
+               if rows and rows[-1]["training_iteration"] < EPOCHS]
+    (staging,) = {d.resolve() for d in ray_temp_root().glob("session_*/artifacts/*/killed/driver_artifacts")
+                  if (d / running[0] / "result.json").exists()}  # (session_latest links to one)
+    staged = (staging / running[0] / "result.json").read_text()
+    staged_rows = staged[:staged.rfind("\n") + 1].splitlines()  # (a row being written is left out)
+    behind = exp / running[0] / "result.json"
+    behind.write_text("".join(row + "\n" for row in staged_rows[:-1]))
+    notes = recover_driver_artifacts(exp)
+    assert any(str(staging) in note for note in notes), notes
+    assert behind.read_text().splitlines() == staged_rows
+    assert recover_driver_artifacts(exp) == []  # nothing behind any more
     before = _finished_trials(exp)
     results_before = _trial_results(exp)
     interrupted = {n: [r["training_iteration"] for r in res] for n, res in results_before.items() if n not in before}
@@ -268,6 +291,55 @@ def test_resume_repairs_a_state_that_names_a_deleted_checkpoint(ray_session, sto
     assert latest.metrics["training_iteration"] == rows[-1]["training_iteration"] + 1  # Ray's count matches
     assert trial.storage.current_checkpoint_index == index + 2  # the next save cannot overwrite it
     assert repair_stale_checkpoints(exp) == []  # and now it is consistent
+
+
+def test_recover_driver_artifacts_takes_only_this_sweeps_newer_staged_files(tmp_path):
+    # the layout Ray Tune's driver stages in: <temp>/session_*/artifacts/<time>/<name>/driver_artifacts
+    exp = tmp_path / "sweeps" / "mysweep"
+    t1 = exp / "trial_aaaa0001"
+    t1.mkdir(parents=True)
+    (t1 / "result.json").write_text('{"training_iteration": 1}\n')  # the last copy Ray made
+    (t1 / "progress.csv").write_text("iteration\n1\n2")  # a copy the kill cut off
+    (t1 / "checkpoint_000000").mkdir()  # written by the trial, never staged
+    (exp / "experiment_state-t0.json").write_text('{"saved": 1}')
+    (exp / "search_gen_state-t0.json").write_text('{"saved": 1}')
+    temp = tmp_path / "ray"
+
+    def staging(session, trials):
+        d = temp / session / "artifacts" / "2026-01-01_00-00-00" / "mysweep" / "driver_artifacts"
+        for trial, rows in trials.items():
+            (d / trial).mkdir(parents=True)
+            (d / trial / "result.json").write_text("".join(f'{{"training_iteration": {i}}}\n' for i in rows))
+        return d
+
+    ours = staging("session_2", {"trial_aaaa0001": [1, 2, 3], "trial_aaaa0002": [1]})
+    with open(ours / "trial_aaaa0001" / "result.json", "a") as f:
+        f.write('{"training_iter')  # the driver died writing row 4
+    (ours / "trial_aaaa0001" / "progress.csv").write_text("iteration\n1\n2\n3\n")
+    (ours / "experiment_state-t0.json").write_text('{"saved": ')  # died writing its state (in place)
+    (ours / "search_gen_state-t0.json").write_text('{"saved": 2}')
+    (ours / ".1234-tmp-searcher-state-t0.pkl").write_bytes(b"half")  # Ray's temp file
+    other = staging("session_3", {"trial_ffff0009": [1, 2, 3, 4]})  # another sweep of that name
+    (temp / "session_latest").symlink_to(temp / "session_2")  # as Ray links its newest session
+    old = time.time() - 100
+    for f in (t1 / "result.json", exp / "experiment_state-t0.json", exp / "search_gen_state-t0.json"):
+        os.utime(f, (old, old))  # copied before the driver's last writes
+    notes = recover_driver_artifacts(exp, temp)
+    assert len(notes) == 1 and str(ours) in notes[0]
+    assert (t1 / "result.json").read_text() == "".join(f'{{"training_iteration": {i}}}\n' for i in (1, 2, 3))
+    assert (t1 / "progress.csv").read_text() == "iteration\n1\n2\n3\n"  # the cut copy completed
+    assert (exp / "trial_aaaa0002" / "result.json").exists()  # a trial the last copy missed
+    assert (exp / "search_gen_state-t0.json").read_text() == '{"saved": 2}'
+    assert (exp / "experiment_state-t0.json").read_text() == '{"saved": 1}'  # never a cut state
+    assert not list(exp.glob(".*")) and (t1 / "checkpoint_000000").is_dir()
+    assert not (exp / "trial_ffff0009").exists() and other.is_dir()  # the other sweep is not mixed in
+    assert recover_driver_artifacts(exp, temp) == []  # nothing is behind any more
+    # what a resume wrote after the driver stopped is kept
+    (t1 / "result.json").write_text('{"training_iteration": 1}\n{"training_iteration": 9}\n')
+    (exp / "search_gen_state-t0.json").write_text('{"saved": 3}')
+    assert recover_driver_artifacts(exp, temp) == []
+    assert (exp / "search_gen_state-t0.json").read_text() == '{"saved": 3}'
+    assert recover_driver_artifacts(tmp_path / "missing", temp) == []
 
 
 # ------------------------------------------------------------------------------------------------
