@@ -203,7 +203,7 @@ def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsy
     assert proc.returncode == -signal.SIGKILL
     # Ray's driver writes results into a staging folder of its Ray session and copies it here every
     # few seconds: whatever came after the last copy is only there. Make sure something is behind
-    # (the interrupted trial's newest result row), then get it back as `sweeplab resume` does.
+    # (a running trial's newest result row), then get it back as `sweeplab resume` does.
     running = [n for n, rows in _trial_results(exp, live=True).items()
                if rows and rows[-1]["training_iteration"] < EPOCHS]
     (staging,) = {d.resolve() for d in ray_temp_root().glob("session_*/artifacts/*/killed/driver_artifacts")
