@@ -190,6 +190,8 @@ def test_grid_variants_repeats_and_statistics(ray_session, storage, asha_sweep):
     assert len(df) == 6 and set(df["status"]) == {"completed"}
     for _, group in df.groupby("variant"):
         assert sorted(group["seed"]) == [0, 1, 2]  # repeats are seeds
+    for _, row in df.iterrows():  # and Ray's record of each trial's config says the seed it ran with
+        assert json.loads((Path(row["path"]) / "params.json").read_text())["seed"] == row["seed"]
         assert group["val_accuracy"].nunique() > 1 or group["val_loss"].nunique() > 1
     summary = sweep.summary()
     assert list(summary.index) == ["adam", "sgd-tiny-lr"]  # sorted by the metric

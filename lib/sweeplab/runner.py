@@ -118,7 +118,11 @@ def build_search(spec: JobSpec):
 
     s = spec.search
     if s.sampler == "grid":
-        points = [{**p, "__trial_index__": r} for p in s.grid_points() for r in range(spec.repeats)]
+        # a repeat's seed goes into its point, so Ray's params.json shows the seed the trial ran with
+        # (a sampler's repeats get theirs from Ray's __trial_index__, added in run_trial)
+        base_seed = int(spec.train.get("seed", 0) or 0)
+        points = [{**p, "seed": int(p.get("seed", base_seed) or 0) + r}
+                  for p in s.grid_points() for r in range(spec.repeats)]
         return PointsSearcher(points), len(points)
 
     import optuna

@@ -15,8 +15,8 @@ class PointsSearcher(Searcher):
     it rejects keys absent from ``param_space``, such as a variant's own hyperparameters.)
 
     Args:
-        points: the configurations, each a dict of hyperparameters (plus ``variant`` and
-            ``__trial_index__`` bookkeeping keys).
+        points: the configurations, each a dict of hyperparameters (a repeat's ``seed`` among
+            them, plus the ``variant`` bookkeeping key).
     """
 
     def __init__(self, points: list[dict[str, Any]]) -> None:

@@ -350,7 +350,8 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
     Args:
         config: the trial's hyperparameters as Ray Tune hands them over: the job's fixed
             ``train`` values merged with the sampled ones. Keys starting with ``__`` (Ray's
-            ``__trial_index__`` for repeats) and ``variant`` are bookkeeping, not hyperparameters.
+            ``__trial_index__``, the repeat of a sampled configuration, added to ``seed``) and
+            ``variant`` are bookkeeping, not hyperparameters. (A grid's repeats carry their seed.)
         data: the sweep's dataset, put in the object store once by the runner.
         family: registered family name.
         settings: ``checkpoint_every`` (iterations between checkpoints, default 1),
