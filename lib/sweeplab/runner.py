@@ -712,9 +712,11 @@ def recover_driver_artifacts(exp_dir: Path, temp_root: Path | None = None) -> li
       complete line;
     * any other file where the sweep folder's copy is missing, cut short, or older (a copy Ray
       made is newer than what it copied, so only what changed after the last copy counts), a JSON
-      file only if it parses. Files edited in the sweep folder after the driver stopped (by a resume, or
-      :func:`record_lost_errors`) are newer, and are kept; so is a saved state where the staged
-      one was cut short by the kill.
+      file only if it parses.
+
+    Files edited in the sweep folder after the driver stopped (by a resume, or
+    :func:`record_lost_errors`) are newer, and are kept; so is a saved state where the staged one
+    was cut short by the kill.
 
     A staging folder counts as this sweep's when it has the sweep's name and at least one trial
     folder the sweep folder also has (trial ids are random). Temporary files (``.*``) are skipped.
