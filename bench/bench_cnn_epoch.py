@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from sweeplab.datasets.base import DataBundle
-from sweeplab.trainables.cnn_classifier import CNNClassifier, CNNClassifierConfig
+from sweeplab.families.cnn_classifier import CNNClassifier, CNNClassifierConfig
 
 #: The configs whose epoch time sizes the sweep budget (batch 128).
 DEFAULT_CONFIGS = [

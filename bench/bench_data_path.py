@@ -4,7 +4,7 @@ Both paths iterate one full epoch of the Fashion-MNIST training split (60,000 28
 shuffled batches, on the same data, in the same run:
 
 (a) ``tensor``: the uint8 array held in memory (as a DataBundle holds it), index batches from
-    ``sweeplab.trainables.base.batches`` and ``to_float_images`` per batch (what
+    ``sweeplab.kit.tensors.batches`` and ``to_float_images`` per batch (what
     ``cnn_classifier`` does);
 (b) ``DataLoader``: ``torchvision.datasets.FashionMNIST(root, transform=ToTensor())`` in a
     ``torch.utils.data.DataLoader`` (per-sample PIL conversion and ToTensor, default
@@ -69,7 +69,7 @@ def tiny_model() -> nn.Module:
 def epoch_tensor_path(x: np.ndarray, y: np.ndarray, batch_size: int, model: nn.Module | None,
                       seed: int) -> int:
     """One shuffled epoch on the tensor batch path; returns the number of samples seen."""
-    from sweeplab.trainables.base import batches, shared_tensor, to_float_images
+    from sweeplab.kit.tensors import batches, shared_tensor, to_float_images
 
     xt, yt = shared_tensor(x), shared_tensor(y)
     gen = torch.Generator().manual_seed(seed)

@@ -25,7 +25,7 @@ import torch
 
 def bare_epochs(family_name: str, config: dict, data, epochs: int) -> list[float]:
     """Seconds of each epoch (train + evaluate) run directly, without Ray."""
-    from sweeplab.trainables.base import get_family
+    from sweeplab.kit.family import get_family
 
     fam_cls = get_family(family_name)
     torch.set_num_threads(1)

@@ -22,7 +22,7 @@ import time
 import torch
 
 from sweeplab.datasets.base import load_dataset
-from sweeplab.trainables.vae import VAEFamily
+from sweeplab.families.vae import VAEFamily
 
 #: The runs' settings (shared/specs/derp_vae.md) and their models.
 SETTINGS = {

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from sweeplab.datasets.base import DataBundle, load_dataset
-from sweeplab.trainables.variational_mnist import VariationalMNISTFamily
+from sweeplab.families.variational_mnist import VariationalMNISTFamily
 
 
 def main() -> None:

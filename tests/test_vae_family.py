@@ -10,13 +10,16 @@ import torch.nn.functional as F
 from sweeplab.datasets.base import DataBundle
 from sweeplab.metrics import vae as vm
 from sweeplab.models.vae import DerpVAE, LossWeights, multi_loss
-from sweeplab.trainables.base import get_family, load_checkpoint_dir, save_checkpoint_dir
-from sweeplab.trainables.vae import VAEFamily
+from sweeplab.families.vae import VAEFamily
+from sweeplab.kit.checkpoint import load_checkpoint_dir, save_checkpoint_dir
+from sweeplab.kit.family import get_family
 
 CPU = torch.device("cpu")
-EVAL_KEYS = {"ks_probe", "ks_eval", "ks_two_sided", "kl", "accuracy", "activation_rate", "active_units",
-             "class_separation", "recon_bce", "elbo"}
-ALL_KEYS = EVAL_KEYS | {"train_loss", "train_time_s"}
+QUANTITIES = {"ks_probe", "ks_eval", "ks_two_sided", "kl", "accuracy", "activation_rate", "active_units",
+              "class_separation", "recon_bce", "elbo"}
+EVAL_KEYS = {f"test_{q}" for q in QUANTITIES}
+VAL_KEYS = {f"val_{q}" for q in QUANTITIES}
+ALL_KEYS = EVAL_KEYS | {"train_loss"}
 
 
 @pytest.fixture(autouse=True)
@@ -68,8 +71,11 @@ def test_registered_and_config_validation():
         VAEFamily.Config(lamda_ks=1.0)  # typo: unknown keys are rejected
     with pytest.raises(ValueError):
         VAEFamily.Config(hidden_dim=33)
-    assert set(VAEFamily.metrics) >= ALL_KEYS | {f"val_{k}" for k in EVAL_KEYS}
-    assert all(mode in ("min", "max") for mode, _ in VAEFamily.metrics.values())
+    assert set(VAEFamily.metric_table()) >= ALL_KEYS | VAL_KEYS | {"num_params", "train_seconds"}
+    assert all(m.mode in ("min", "max") for m in VAEFamily.metrics)
+    # sweeps written before the metric convention load under the new names
+    assert {VAEFamily.renamed[q] for q in QUANTITIES} == EVAL_KEYS
+    assert VAEFamily.renamed["train_time_s"] == "train_seconds"
 
 
 @pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32), (3, 64, 64)])
@@ -159,13 +165,14 @@ def test_one_epoch_reports_every_metric(arch):
     data = random_bundle().split_validation(0.25)
     fam = family(data, arch=arch, lambda_ks=1.0, epochs=1)
     result = {**fam.train_iteration(0), **fam.evaluate(0)}
-    assert set(result) == ALL_KEYS | {f"val_{k}" for k in EVAL_KEYS}
+    assert set(result) == ALL_KEYS | VAL_KEYS
     assert all(math.isfinite(v) for v in result.values()), result
-    assert 0 <= result["accuracy"] <= 1 and 0 <= result["activation_rate"] <= 1
-    assert 0 <= result["active_units"] <= 4
-    assert result["ks_eval"] <= result["ks_two_sided"]
-    assert result["elbo"] == pytest.approx(-(result["recon_bce"] + result["kl"]), rel=1e-5)
-    assert result["train_time_s"] > 0
+    assert 0 <= result["test_accuracy"] <= 1 and 0 <= result["test_activation_rate"] <= 1
+    assert 0 <= result["test_active_units"] <= 4
+    assert result["test_ks_eval"] <= result["test_ks_two_sided"]
+    assert result["test_elbo"] == pytest.approx(-(result["test_recon_bce"] + result["test_kl"]), rel=1e-5)
+    assert "train_time_s" not in result  # the loop reports train_seconds for every family
+    assert fam.extra_results()["num_params"] > 0
     images = fam.media(0)
     assert set(images) == {"reconstructions", "prior_samples"}
     for img in images.values():
@@ -176,7 +183,7 @@ def test_baselines_report_ks_probe_too():
     fam = family(random_bundle(), lambda_ks=0.0, epochs=1)
     fam.train_iteration(0)
     result = fam.evaluate(0)
-    assert math.isfinite(result["ks_probe"]) and result["ks_probe"] > 0
+    assert math.isfinite(result["test_ks_probe"]) and result["test_ks_probe"] > 0
 
 
 def test_training_on_a_learnable_task_lowers_the_loss():
@@ -187,8 +194,8 @@ def test_training_on_a_learnable_task_lowers_the_loss():
     # an untrained decoder outputs ~0.5 everywhere: 784 * log 2 = 543 nats per image
     assert losses[0] == pytest.approx(784 * math.log(2), rel=0.05)
     assert losses[-1] < 0.8 * losses[0], losses
-    assert after["recon_bce"] < 0.8 * before["recon_bce"]
-    assert after["elbo"] > before["elbo"]
+    assert after["test_recon_bce"] < 0.8 * before["test_recon_bce"]
+    assert after["test_elbo"] > before["test_elbo"]
 
 
 def test_eval_every_repeats_the_last_metrics():

@@ -18,8 +18,9 @@ from sweeplab.spec import load_spec
 
 JOBS = Path(__file__).resolve().parent.parent / "tune_jobs"
 #: every metric the spec asks of every model (the runs reported ks_probe only for DERP)
-SPEC_METRICS = ("ks_probe", "ks_eval", "ks_two_sided", "kl", "accuracy", "activation_rate",
-                "active_units", "class_separation", "recon_bce", "elbo", "train_time_s")
+SPEC_METRICS = ("test_ks_probe", "test_ks_eval", "test_ks_two_sided", "test_kl", "test_accuracy",
+                "test_activation_rate", "test_active_units", "test_class_separation", "test_recon_bce",
+                "test_elbo", "train_seconds")
 TINY = ["train.hidden_dim=32", "train.latent_dim=4", "train.batch_size=8", "train.epochs=2",
         "train.eval_every=1", "repeats=2", "logging.media_every=1", "checkpoint.every=1"]
 
@@ -56,28 +57,28 @@ def test_cifar_job_runs_every_model_with_seeds_and_every_metric(cifar_sweep):
     for _, row in df.iterrows():
         for m in SPEC_METRICS:
             assert math.isfinite(row[m]), (row["variant"], m)
-        assert 0.0 < row["ks_probe"] <= 1.0 and 0.0 <= row["ks_two_sided"] <= 1.0
-        assert 0.0 <= row["accuracy"] <= 1.0 and row["kl"] >= 0.0
-        assert row["elbo"] < 0.0  # a log-likelihood bound of 3,072 Bernoulli-like pixels
+        assert 0.0 < row["test_ks_probe"] <= 1.0 and 0.0 <= row["test_ks_two_sided"] <= 1.0
+        assert 0.0 <= row["test_accuracy"] <= 1.0 and row["test_kl"] >= 0.0
+        assert row["test_elbo"] < 0.0  # a log-likelihood bound of 3,072 Bernoulli-like pixels
     # beta scales the KL term: beta = 0.5 keeps more nats in the posterior than beta = 2
-    kl = df.groupby("variant")["kl"].mean()
+    kl = df.groupby("variant")["test_kl"].mean()
     assert kl["beta0.5"] > kl["beta2"]
 
 
 def test_cifar_job_prints_the_runs_table_with_statistics(cifar_sweep, capsys):
     summary = cifar_sweep.summary(group_by=["variant"])
     assert sorted(summary.index) == sorted(v["name"] for v in cifar_sweep.spec.search.variants)
-    assert (summary[("ks_eval", "n")] == 2).all()
-    means = list(summary[("ks_eval", "mean")])
-    assert means == sorted(means)  # the job minimises ks_eval: best model first
+    assert (summary[("test_ks_eval", "n")] == 2).all()
+    means = list(summary[("test_ks_eval", "mean")])
+    assert means == sorted(means)  # the job minimises test_ks_eval: best model first
     assert main(["table", str(cifar_sweep.path), "--group-by", "variant"]) == 0
     out = capsys.readouterr().out
-    assert out.count("±") >= 5 * len(SPEC_METRICS) and "derp5" in out and "ks_probe" in out
-    assert main(["compare", str(cifar_sweep.path), "--metric", "accuracy"]) == 0
+    assert out.count("±") >= 5 * len(SPEC_METRICS) and "derp5" in out and "test_ks_probe" in out
+    assert main(["compare", str(cifar_sweep.path), "--metric", "test_accuracy"]) == 0
     assert "p_value" in capsys.readouterr().out
     # a metric the trials never reported: an error naming it and the ones there are, either way
     for grouped in ([], ["--group-by", "variant"]):
-        assert main(["table", str(cifar_sweep.path), "--metrics", "ks_eval,time_total_s", *grouped]) == 2
+        assert main(["table", str(cifar_sweep.path), "--metrics", "test_ks_eval,time_total_s", *grouped]) == 2
         err = capsys.readouterr().err
         assert "--metrics time_total_s" in err and "train_seconds" in err and "Traceback" not in err
 

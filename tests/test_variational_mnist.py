@@ -12,10 +12,11 @@ from pydantic import ValidationError
 
 from sweeplab.datasets.base import DataBundle
 from sweeplab.metrics.clustering import conjugation_r2
-from sweeplab.models.variational_mnist import (ConjugatedMixture, binomial_log_partition,
-                                               kl_posterior_prior)
-from sweeplab.trainables.base import get_family, load_checkpoint_dir, save_checkpoint_dir
-from sweeplab.trainables.variational_mnist import VariationalMNISTFamily, quantise
+from sweeplab.families.variational_mnist import VariationalMNISTFamily, quantise
+from sweeplab.kit.checkpoint import load_checkpoint_dir, save_checkpoint_dir
+from sweeplab.kit.family import get_family
+from sweeplab.models.exponential_family import binomial_log_partition, kl_posterior_prior
+from sweeplab.models.variational_mnist import ConjugatedMixture
 
 torch.set_num_threads(1)
 D, L, K, N_TRIALS = 4, 3, 2, 16
@@ -334,12 +335,12 @@ def test_training_raises_elbo_and_finds_the_clusters():
     for it in range(fam.num_iterations):
         train = fam.train_iteration(it)
     after = fam.evaluate(fam.num_iterations - 1)
-    assert fam.step == 200 and train["beta"] == 1.0 and train["current_lr"] == pytest.approx(1e-2)
-    assert after["elbo"] > before["elbo"] + 20, (before, after)
+    assert fam.step == 200 and train["current_beta"] == 1.0 and train["current_lr"] == pytest.approx(1e-2)
+    assert after["test_elbo"] > before["elbo"] + 20, (before, after)
     # chance is NMI 0; the spec's initialisation already splits this easy data a little
-    assert after["nmi"] > 0.85 and after["nmi"] > before["nmi"] + 0.05, (before, after)
-    assert after["cluster_accuracy"] > 0.95, after
-    assert after["active_clusters"] >= 3
+    assert after["test_nmi"] > 0.85 and after["test_nmi"] > before["nmi"] + 0.05, (before, after)
+    assert after["test_cluster_accuracy"] > 0.95, after
+    assert after["test_active_clusters"] >= 3
     assert -10 <= after["r2"] <= 1 and train["rho_norm"] > 0
 
 
@@ -355,9 +356,9 @@ def test_last_iteration_is_short_and_metrics_are_reported():
     assert fam.step == 130 and out["step"] == 130
     res = fam.evaluate(1)
     assert res["eval_step"] == 130
-    assert set(fam.metrics) >= {"train_loss", "nmi", "r2", "active_clusters", "elbo", "rho_norm",
-                                "cluster_accuracy", "beta", "current_lr"}
-    assert {"nmi", "r2", "active_clusters", "elbo", "cluster_accuracy"} <= set(res)
+    assert set(fam.metric_table()) >= {"train_loss", "test_nmi", "r2", "test_active_clusters", "test_elbo",
+                                       "rho_norm", "test_cluster_accuracy", "current_beta", "current_lr"}
+    assert {"test_nmi", "r2", "test_active_clusters", "test_elbo", "test_cluster_accuracy"} <= set(res)
     grid = fam.media(1)["cluster_means"]
     assert grid.shape[0] == 3 and 0 <= grid.min() and grid.max() <= 1
 
@@ -371,12 +372,51 @@ def test_state_round_trip_through_a_checkpoint(tmp_path):
     save_checkpoint_dir(tmp_path, a, 1)
     b = VariationalMNISTFamily(small_config(steps=60, steps_per_iteration=20, seed=5), data, torch.device("cpu"))
     assert load_checkpoint_dir(tmp_path, b)[0] == 1
-    assert b.step == 20 and b.last_eval == a.last_eval
+    assert b.step == 20 and b.eval_cache.last == a.eval_cache.last
     assert len(b.optimizer.state) == len(a.optimizer.state) > 0
     out_a, out_b = a.train_iteration(1), b.train_iteration(1)
     assert out_a == out_b
     for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
         torch.testing.assert_close(pa, pb, rtol=0, atol=0, msg=name)
+
+
+def test_lr_warmup_follows_the_runs_formula():
+    # lr * min(1, (step + 1) / W), now through the kit's LRSchedule (LinearLR)
+    data = mixture_bundle(100, 30)
+    fam = VariationalMNISTFamily(small_config(steps=8, steps_per_iteration=1, lr_warmup_steps=5),
+                                 data, torch.device("cpu"))
+    lrs = [fam.train_iteration(it)["current_lr"] for it in range(8)]
+    assert lrs == pytest.approx([1e-2 * min(1.0, (k + 1) / 5) for k in range(8)], rel=1e-9)
+
+
+def test_a_checkpoint_written_before_the_kit_resumes(tmp_path):
+    # no schedule state, an optimizer without the scheduler's initial_lr, metrics under old names
+    from sweeplab.kit.checkpoint import STATE_FILE
+
+    data = mixture_bundle(300, 60)
+    cfg = small_config(steps=60, steps_per_iteration=20, lr_warmup_steps=30)
+    a = VariationalMNISTFamily(cfg, data, torch.device("cpu"))
+    a.train_iteration(0)
+    a.evaluate(0)
+    save_checkpoint_dir(tmp_path, a, 1)
+    state = torch.load(tmp_path / STATE_FILE, weights_only=True)
+    fam = state["family"]
+    del fam["schedule"]
+    for group in fam["optimizer"]["param_groups"]:
+        group.pop("initial_lr")
+    old_name = {new: old for old, new in VariationalMNISTFamily.renamed.items()}
+    fam["last_eval"] = {old_name.get(k, k): v for k, v in fam["last_eval"].items()}
+    assert "nmi" in fam["last_eval"]
+    torch.save(state, tmp_path / STATE_FILE)
+
+    b = VariationalMNISTFamily(small_config(steps=60, steps_per_iteration=20, lr_warmup_steps=30, seed=5),
+                               data, torch.device("cpu"))
+    assert load_checkpoint_dir(tmp_path, b)[0] == 1
+    assert b.eval_cache.last == a.eval_cache.last
+    assert b.schedule.current_lr == pytest.approx(a.schedule.current_lr, rel=1e-12)
+    out_a, out_b = a.train_iteration(1), b.train_iteration(1)
+    assert out_b == pytest.approx(out_a, rel=1e-6)
+    assert out_b["current_lr"] == pytest.approx(1e-2)  # past the warmup at step 39
 
 
 def test_rejects_unusable_data():

@@ -2,7 +2,7 @@
 model family (``shared/seeds/fashion_cnn_journal.md``; model in :mod:`sweeplab.models.cnn`).
 
 One iteration is one epoch over the training split on the tensor batch path: index batches from
-:func:`~sweeplab.trainables.base.batches` pick rows of the bundle's ``uint8`` arrays, which are
+:func:`~sweeplab.kit.tensors.batches` pick rows of the bundle's ``uint8`` arrays, which are
 converted to float per batch (no DataLoader, no per-sample PIL work). Inputs are scaled to
 [0, 1] and standardised per channel with the training split's mean and standard deviation.
 
@@ -16,11 +16,15 @@ Reported after every epoch:
 * ``test_loss``, ``test_accuracy``: on the test split.
   Evaluation losses are plain cross-entropy (nats per sample, no label smoothing), computed in
   eval mode without gradients in batches of ``eval_batch_size``.
-* ``current_lr``: learning rate used during the epoch (of the first parameter group).
-* ``num_params``: number of model parameters (constant, via ``extra_results``).
+* ``current_lr``: learning rate of the epoch's first step (of the first parameter group).
+* ``num_params``: number of trainable model parameters (constant, via ``extra_results``).
 
-``lr_schedule: plateau`` steps ``ReduceLROnPlateau`` once per epoch on ``val_loss`` when the
-bundle has a validation split, else on ``train_loss``; never on the test loss.
+The loop adds ``iteration_seconds`` and ``train_seconds``. Optimizers, schedules, clipping and
+the parameter count come from :mod:`sweeplab.kit.optim`: ``lr_schedule: plateau`` steps
+``ReduceLROnPlateau`` once per epoch on ``val_loss`` when the bundle has a validation split,
+else on ``train_loss`` (never on the test loss); ``cosine`` and ``lr_warmup_steps`` step after
+every optimizer step. ``amp: true`` runs the forward passes under bfloat16 autocast on a GPU
+(:func:`sweeplab.kit.device.autocast`).
 """
 from __future__ import annotations
 
@@ -29,26 +33,24 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, model_validator
+from pydantic import Field
 from torch import nn
 
 from sweeplab.datasets.base import DataBundle
+from sweeplab.kit.device import autocast
+from sweeplab.kit.family import FamilyConfig, ModelFamily, register_family
+from sweeplab.kit.optim import (LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer,
+                                clip_gradients, count_params)
+from sweeplab.kit.tensors import batches, shared_tensor, to_float_images
 from sweeplab.metrics.classification import correct_count
-from sweeplab.models.cnn import ConvNet, num_params
-from sweeplab.trainables.base import (FamilyConfig, ModelFamily, batches, register_family,
-                                      shared_tensor, to_float_images)
-
-#: Learning rate used when ``lr`` is not set: the common defaults of each optimizer
-#: (PyTorch's for Adam, AdamW and Adadelta; Keras' 1e-3 for RMSprop, whose PyTorch default 1e-2
-#: is too large for these nets; 0.05 for SGD with momentum).
-DEFAULT_LR: dict[str, float] = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.05, "adadelta": 1.0,
-                                "rmsprop": 1e-3}
-#: Weight decay used when ``weight_decay`` is not set (AdamW's PyTorch default; 0 otherwise).
-DEFAULT_WEIGHT_DECAY: dict[str, float] = {"adamw": 1e-2}
+from sweeplab.metrics.convention import Metric, per_split
+from sweeplab.models.cnn import ConvNet
 
 
-class CNNClassifierConfig(FamilyConfig):
-    """Hyperparameters of ``cnn_classifier`` (every field can be fixed or searched)."""
+class CNNClassifierConfig(OptimizerConfig, ScheduleConfig, FamilyConfig):
+    """Hyperparameters of ``cnn_classifier`` (every field can be fixed or searched); the
+    optimizer and schedule fields are those of :class:`~sweeplab.kit.optim.OptimizerConfig` and
+    :class:`~sweeplab.kit.optim.ScheduleConfig`."""
 
     # model (see sweeplab.models.cnn.ConvNet)
     n_blocks: int = Field(4, ge=1, le=12, description="convolutional blocks")
@@ -66,15 +68,8 @@ class CNNClassifierConfig(FamilyConfig):
     eval_batch_size: int = Field(
         256, ge=1, description="samples per evaluation batch (256 measured fastest on CPU; 1024 is slower)")
     epochs: int = Field(5, ge=1, description="epochs (= iterations)")
-    optimizer: Literal["adam", "adamw", "sgd", "adadelta", "rmsprop"] = "adam"
-    lr: float | None = Field(None, gt=0.0, description="learning rate; default DEFAULT_LR[optimizer]")
-    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum (sgd only)")
-    nesterov: bool = Field(False, description="Nesterov momentum (sgd only; needs momentum > 0)")
-    weight_decay: float | None = Field(
-        None, ge=0.0, description="L2 penalty (decoupled for adamw); default 0.01 for adamw, else 0")
-    lr_schedule: Literal["none", "plateau"] = "none"
-    plateau_patience: int = Field(1, ge=0, description="epochs without improvement before a cut")
-    plateau_factor: float = Field(0.1, gt=0.0, lt=1.0, description="lr multiplier at a cut")
+    optimizer: Literal["adam", "adamw", "sgd", "adadelta", "rmsprop"] = Field(
+        "adam", description="adam | adamw | sgd | adadelta | rmsprop (lbfgs needs full batches: not offered)")
     augment: Literal["none", "flip_crop"] = Field(
         "none", description="random horizontal flip + padded random crop on batch tensors")
     crop_padding: int | None = Field(
@@ -84,12 +79,6 @@ class CNNClassifierConfig(FamilyConfig):
         None, description="channels-last memory format; default: on unless norm is instance "
         "(measured on CPU: 1.2-2.5x faster steps for none/batch/layer/group, slower for instance)")
 
-    @model_validator(mode="after")
-    def _check_nesterov(self) -> "CNNClassifierConfig":
-        if self.optimizer == "sgd" and self.nesterov and self.momentum == 0:
-            raise ValueError("nesterov: true needs momentum > 0 with optimizer sgd")
-        return self
-
     @property
     def use_channels_last(self) -> bool:
         """``channels_last``, or by default True unless ``norm == "instance"`` (measured at one
@@ -98,42 +87,10 @@ class CNNClassifierConfig(FamilyConfig):
         norm, whose per-channel statistics want the contiguous layout)."""
         return self.channels_last if self.channels_last is not None else self.norm != "instance"
 
-    @property
-    def effective_lr(self) -> float:
-        """``lr``, or the optimizer's default from :data:`DEFAULT_LR`."""
-        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer]
-
-    @property
-    def effective_weight_decay(self) -> float:
-        """``weight_decay``, or the optimizer's default from :data:`DEFAULT_WEIGHT_DECAY`."""
-        if self.weight_decay is not None:
-            return self.weight_decay
-        return DEFAULT_WEIGHT_DECAY.get(self.optimizer, 0.0)
-
-
-def build_optimizer(params, cfg: CNNClassifierConfig) -> torch.optim.Optimizer:
-    """The optimizer named by ``cfg.optimizer`` with ``cfg``'s learning rate and weight decay.
-
-    ``sgd`` uses ``momentum``/``nesterov``; the other optimizers use PyTorch's defaults for
-    everything else (``momentum`` does not apply to them).
-
-    Raises:
-        ValueError: for an unknown optimizer name.
-    """
-    lr, wd = cfg.effective_lr, cfg.effective_weight_decay
-    name = cfg.optimizer
-    if name == "adam":
-        return torch.optim.Adam(params, lr=lr, weight_decay=wd)
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
-                               weight_decay=wd)
-    if name == "adadelta":
-        return torch.optim.Adadelta(params, lr=lr, weight_decay=wd)
-    if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, weight_decay=wd)
-    raise ValueError(f"unknown optimizer {name!r}")
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Optimizer steps of one epoch over ``n_train`` samples (a final batch of one sample is
+        skipped: BatchNorm cannot train on it)."""
+        return n_train // self.batch_size + (1 if n_train % self.batch_size >= 2 else 0)
 
 
 def random_flip_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -197,17 +154,21 @@ class CNNClassifier(ModelFamily):
 
     name: ClassVar[str] = "cnn_classifier"
     Config: ClassVar[type[FamilyConfig]] = CNNClassifierConfig
-    metrics: ClassVar[dict[str, tuple[str, str]]] = {
-        "train_loss": ("min", "mean training objective over the epoch (nats per sample)"),
-        "train_accuracy": ("max", "fraction of training samples correct during the epoch"),
-        "val_loss": ("min", "cross-entropy on the validation split (nats per sample)"),
-        "val_accuracy": ("max", "fraction correct on the validation split"),
-        "test_loss": ("min", "cross-entropy on the test split (nats per sample)"),
-        "test_accuracy": ("max", "fraction correct on the test split"),
-        "current_lr": ("min", "learning rate used during the epoch (logged, not a tuning target)"),
-        "num_params": ("min", "number of model parameters"),
-    }
+    metrics: ClassVar[tuple[Metric, ...]] = (
+        Metric("train_loss", "min", "nats", "mean training objective over the epoch (cross-entropy with "
+                                            "label smoothing, on the fly in training mode)"),
+        Metric("train_accuracy", "max", "fraction", "training samples classified correctly during the epoch"),
+        *per_split("loss", "min", "nats", "cross-entropy per sample in eval mode, no label smoothing"),
+        *per_split("accuracy", "max", "fraction", "samples classified correctly in eval mode"),
+        Metric("current_lr", None, "learning rate", "learning rate of the epoch's first step (logged, "
+                                                    "not a tuning target)"),
+        Metric("num_params", "min", "count", "trainable model parameters"),
+    )
     loss_metric: ClassVar[str] = "train_loss"
+    data_tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    supports_amp: ClassVar[bool] = True
+    renamed: ClassVar[dict[str, str]] = {}
+    contract_config: ClassVar[dict[str, Any]] = {"epochs": 2, "filters": 4, "n_blocks": 1, "batch_size": 16}
 
     def __init__(self, config: CNNClassifierConfig, data: DataBundle, device: torch.device) -> None:
         super().__init__(config, data, device)
@@ -221,12 +182,10 @@ class CNNClassifier(ModelFamily):
                              head_hidden=cfg.head_hidden).to(device)
         self.memory_format = torch.channels_last if cfg.use_channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg)
-        self.scheduler = None
-        if cfg.lr_schedule == "plateau":
-            self.scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-                self.optimizer, mode="min", factor=cfg.plateau_factor,
-                patience=cfg.plateau_patience)
+        self.params = list(self.model.parameters())
+        self.optimizer = build_optimizer(self.params, cfg)
+        self.schedule = LRSchedule(self.optimizer, cfg,
+                                   total_steps=cfg.epochs * cfg.steps_per_epoch(len(data.y_train)))
         self.train_criterion = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
         mean, std = channel_stats(data.x_train)
         self.mean = mean.to(device)[None, :, None, None]
@@ -239,7 +198,7 @@ class CNNClassifier(ModelFamily):
             self._x["val"], self._y["val"] = shared_tensor(data.x_val), shared_tensor(data.y_val)
         self._last_train_loss = float("nan")
         self._scheduler_stepped_at = -1
-        self._num_params = num_params(self.model)
+        self._num_params = count_params(self.model)
 
     # -- ModelFamily hooks ---------------------------------------------------------------------
     @classmethod
@@ -249,6 +208,7 @@ class CNNClassifier(ModelFamily):
         Raises:
             ValueError: naming what is wrong with the bundle.
         """
+        super().check_data(data, config)
         if not data.is_image:
             raise ValueError(f"cnn_classifier needs images [N, C, H, W]; dataset {data.name!r} "
                              f"has samples of shape {data.sample_shape}")
@@ -264,8 +224,13 @@ class CNNClassifier(ModelFamily):
         """Number of epochs."""
         return self.config.epochs
 
+    @property
+    def scheduler(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
+        """The ``ReduceLROnPlateau`` of ``lr_schedule: plateau`` (``None`` otherwise)."""
+        return self.schedule.plateau
+
     def extra_results(self) -> dict[str, float]:
-        """``{"num_params": ...}``, reported with every result."""
+        """``{"num_params": ...}`` (trainable parameters), reported with every result."""
         return {"num_params": self._num_params}
 
     def _inputs(self, x_uint8: torch.Tensor, augment: bool) -> torch.Tensor:
@@ -276,21 +241,18 @@ class CNNClassifier(ModelFamily):
         x = (x - self.mean) / self.std
         return x.contiguous(memory_format=self.memory_format)
 
-    def _autocast(self):
-        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                              enabled=bool(self.config.amp and self.device.type == "cuda"))
-
     def train_iteration(self, iteration: int) -> dict[str, float]:
         """One epoch over the training split in shuffled mini-batches of ``batch_size``.
 
-        A final batch of a single sample is skipped (BatchNorm cannot train on it).
+        A final batch of a single sample is skipped (BatchNorm cannot train on it). Gradients are
+        clipped to ``grad_clip`` when set; per-step schedules step after every optimizer step.
 
         Returns:
             ``train_loss`` (nats per sample), ``train_accuracy`` (fraction) and ``current_lr``.
         """
         cfg = self.config
         self.model.train()
-        lr = float(self.optimizer.param_groups[0]["lr"])
+        lr = self.schedule.current_lr
         x_all, y_all = self._x["train"], self._y["train"]
         total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
         correct, seen = 0, 0
@@ -299,12 +261,14 @@ class CNNClassifier(ModelFamily):
                 continue
             xb = self._inputs(x_all[idx], augment=True)
             yb = y_all[idx].to(self.device)
-            with self._autocast():
+            with autocast(self.device, cfg.amp):
                 logits = self.model(xb)
                 loss = self.train_criterion(logits.float(), yb)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            clip_gradients(self.params, cfg.grad_clip)
             self.optimizer.step()
+            self.schedule.after_step()
             total_loss += loss.detach() * len(idx)
             correct += correct_count(logits.detach(), yb)
             seen += len(idx)
@@ -326,7 +290,7 @@ class CNNClassifier(ModelFamily):
         for idx in batches(len(y_all), self.config.eval_batch_size, shuffle=False):
             xb = self._inputs(x_all[idx], augment=False)
             yb = y_all[idx].to(self.device)
-            with self._autocast():
+            with autocast(self.device, self.config.amp):
                 logits = self.model(xb).float()
             total += float(F.cross_entropy(logits, yb, reduction="sum"))
             correct += correct_count(logits, yb)
@@ -343,26 +307,29 @@ class CNNClassifier(ModelFamily):
             out["val_loss"], out["val_accuracy"] = self.evaluate_split("val")
             monitored = out["val_loss"]
         out["test_loss"], out["test_accuracy"] = self.evaluate_split("test")
-        if self.scheduler is not None and self._scheduler_stepped_at != iteration:
-            self.scheduler.step(monitored)
+        if self._scheduler_stepped_at != iteration:
+            self.schedule.after_iteration(monitored)
             self._scheduler_stepped_at = iteration
         return out
 
     def state_dict(self) -> dict[str, Any]:
-        """Model, optimizer and scheduler state plus the bookkeeping of the plateau step."""
+        """Model, optimizer and schedule state plus the bookkeeping of the plateau step."""
         return {
             "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "schedule": self.schedule.state_dict(),
             "last_train_loss": self._last_train_loss,
             "scheduler_stepped_at": self._scheduler_stepped_at,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned (for the same config)."""
+        """Restore what :meth:`state_dict` returned (for the same config); a checkpoint written
+        before the kit (its plateau state under ``scheduler``) loads too."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
-        if self.scheduler is not None and state.get("scheduler") is not None:
+        if "schedule" in state:
+            self.schedule.load_state_dict(state["schedule"])
+        elif self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         self._last_train_loss = float(state.get("last_train_loss", float("nan")))
         self._scheduler_stepped_at = int(state.get("scheduler_stepped_at", -1))

@@ -6,10 +6,18 @@ Ray Tune ``training_iteration`` is ``steps_per_iteration`` Adam steps on batches
 replacement, so ASHA can stop a bad configuration long before its ``steps`` budget is spent.
 Images are quantised to Binomial counts ``x = round(pixel · n / 255)`` with ``n = pixel_levels``
 (16).
+
+Reported: ``train_loss``, ``train_elbo``, ``current_beta``, ``current_lr``, ``rho_norm`` and
+``step`` after every iteration; ``test_nmi``, ``test_cluster_accuracy``,
+``test_active_clusters``, ``test_elbo``, ``test_kl`` (and their ``val_*`` twins with a
+validation split), ``r2`` and ``eval_step`` from the last evaluation; ``num_params``. The loop
+adds ``iteration_seconds`` and ``train_seconds``. No mixed-precision path (``amp`` is refused):
+the Monte-Carlo ELBO and the conjugation penalty need float32.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -17,19 +25,23 @@ import torch
 from pydantic import Field, model_validator
 
 from sweeplab.datasets.base import DataBundle
+from sweeplab.kit.evaluation import EvalCache, EvalConfig, eval_generator
+from sweeplab.kit.family import FamilyConfig, ModelFamily, register_family
+from sweeplab.kit.optim import (LRSchedule, OptimizerConfig, ScheduleConfig, build_optimizer,
+                                clip_gradients, count_params)
 from sweeplab.metrics import clustering as cm
+from sweeplab.metrics.convention import Metric, per_split
 from sweeplab.models.variational_mnist import ConjugatedMixture
-from sweeplab.trainables.base import FamilyConfig, ModelFamily, register_family
 
-#: Metrics computed by :meth:`VariationalMNISTFamily.evaluate` on a split (test; ``val_*`` too
-#: when the job carves a validation split).
-_EVAL_METRICS: dict[str, tuple[str, str]] = {
-    "nmi": ("max", "sklearn normalized_mutual_info_score(labels, argmax_k q(k|x))"),
-    "cluster_accuracy": ("max", "accuracy after mapping each cluster to its majority label, fraction"),
-    "active_clusters": ("max", "clusters that at least one image is assigned to (argmax), count"),
-    "elbo": ("max", "mean ELBO per image (beta = 1; E_q[psi] by Monte Carlo), nats"),
-    "kl": ("min", "mean exact KL(q(y,k|x) || p(y,k)) per image, nats"),
-}
+#: Metrics :meth:`VariationalMNISTFamily.evaluate` computes on a split: (quantity, mode, unit,
+#: description); reported as ``test_<quantity>`` and, with a validation split, ``val_<quantity>``.
+_EVAL_METRICS: tuple[tuple[str, Literal["min", "max"], str, str], ...] = (
+    ("nmi", "max", "ratio", "sklearn normalized_mutual_info_score(labels, argmax_k q(k|x))"),
+    ("cluster_accuracy", "max", "fraction", "accuracy after mapping each cluster to its majority label"),
+    ("active_clusters", "max", "count", "clusters that at least one image is assigned to (argmax)"),
+    ("elbo", "max", "nats", "mean ELBO per image (beta = 1; E_q[psi] by Monte Carlo)"),
+    ("kl", "min", "nats", "mean exact KL(q(y,k|x) || p(y,k)) per image"),
+)
 
 
 def quantise(images: np.ndarray, levels: int = 16) -> np.ndarray:
@@ -50,18 +62,20 @@ def quantise(images: np.ndarray, levels: int = 16) -> np.ndarray:
 class VariationalMNISTFamily(ModelFamily):
     """The conjugated mixture model (``shared/specs/variational_mnist.md``) as a sweepable family.
 
-    Training: Adam, learning rate rising linearly over ``lr_warmup_steps`` then constant;
-    ``β = min(1, step / kl_warmup_steps)`` weights both the KL and the conjugation penalty.
-    Evaluation uses the test split (the first ``eval_limit`` images when set) and, when the job
-    sets ``data.val_fraction``, the validation split as ``val_*``; its Monte-Carlo draws come
-    from a generator seeded by ``(seed, step)``, so evaluation never touches the training RNG
-    and a resumed trial evaluates exactly as an uninterrupted one. Iterations between
-    evaluations repeat the last evaluated metrics (``eval_step`` says when they were computed).
+    Training (:mod:`sweeplab.kit.optim`): fused Adam, learning rate
+    ``lr · min(1, (step + 1) / lr_warmup_steps)`` (:class:`~sweeplab.kit.optim.LRSchedule`), then
+    constant; ``β = min(1, step / kl_warmup_steps)`` weights both the KL and the conjugation
+    penalty. Evaluation uses the test split (the first ``eval_limit`` images when set) and, when
+    the job sets ``data.val_fraction``, the validation split as ``val_*``; its Monte-Carlo draws
+    come from :func:`~sweeplab.kit.evaluation.eval_generator` seeded by ``(seed, step)``, so
+    evaluation never touches the training RNG and a resumed trial evaluates exactly as an
+    uninterrupted one. Iterations between evaluations repeat the last evaluated metrics
+    (``eval_step`` says when they were computed).
     """
 
     name: ClassVar[str] = "variational_mnist"
 
-    class Config(FamilyConfig):
+    class Config(OptimizerConfig, ScheduleConfig, EvalConfig, FamilyConfig):
         """Hyperparameters of ``variational_mnist``; defaults are the best run (run 37)."""
 
         n_latent: int = Field(128, ge=1, description="L, Bernoulli latents")
@@ -72,8 +86,15 @@ class VariationalMNISTFamily(ModelFamily):
             "gradient", description="gradient: rho learned; analytical: rho fitted by least squares every step")
         steps: int = Field(300_000, ge=1, description="total optimisation steps")
         steps_per_iteration: int = Field(1000, ge=1, description="steps in one Ray Tune training_iteration")
-        lr: float = Field(1.5e-3, gt=0, description="Adam learning rate after warmup")
-        lr_warmup_steps: int = Field(500, ge=0, description="steps of the linear learning-rate ramp from 0")
+        optimizer: Literal["adam", "adamw", "sgd", "adadelta", "rmsprop"] = Field(
+            "adam", description="adam (the runs; fused) | adamw | sgd | adadelta | rmsprop")
+        lr: float = Field(1.5e-3, gt=0, description="learning rate after warmup")
+        lr_warmup_steps: int = Field(
+            500, ge=0, description="steps of the linear learning-rate ramp lr * min(1, (step + 1) / lr_warmup_steps)")
+        lr_schedule: Literal["none", "cosine"] = Field(
+            "none", description="none: constant after the warmup (the runs); cosine: CosineAnnealingLR over "
+                                "steps. No plateau schedule: the beta-weighted training loss rises during "
+                                "the beta ramp")
         kl_warmup_steps: int | None = Field(
             None, ge=0, description="steps of the beta ramp 0 -> 1 (set this or kl_warmup_fraction)")
         kl_warmup_fraction: float | None = Field(
@@ -94,7 +115,8 @@ class VariationalMNISTFamily(ModelFamily):
                                 "conjugation's linear fit of psi_X) as its control variate, lower "
                                 "variance at the same expectation (beyond the spec)")
         pixel_levels: int = Field(16, ge=1, description="Binomial trials n; x = round(pixel * n / 255)")
-        eval_every: int = Field(1, ge=1, description="evaluate every N iterations (and the first and last)")
+        eval_every: int = Field(1, ge=1, description="evaluate every N iterations (and the first and last); "
+                                                     "other iterations repeat the last metrics")
         eval_limit: int | None = Field(None, ge=1, description="evaluate on the first N test images only")
         eval_batch_size: int = Field(1000, ge=1, description="images per evaluation batch (memory only)")
 
@@ -111,19 +133,24 @@ class VariationalMNISTFamily(ModelFamily):
             fraction = 0.4 if self.kl_warmup_fraction is None else self.kl_warmup_fraction
             return int(round(fraction * self.steps))
 
-    metrics: ClassVar[dict[str, tuple[str, str]]] = {
-        "train_loss": ("min", "mean training loss over the iteration's steps (beta-weighted objective)"),
-        "train_elbo": ("max", "mean batch ELBO (beta = 1) over the iteration's steps, nats"),
-        **_EVAL_METRICS,
-        "r2": ("max", "clip(1 - Var[f]/Var[psi_X(eta)], -10, 1) over r2_samples prior samples"),
-        "rho_norm": ("max", "||rho||_2 (informational)"),
-        "beta": ("max", "KL / conjugation weight at the iteration's last step (informational)"),
-        "current_lr": ("max", "learning rate at the iteration's last step (informational)"),
-        "step": ("max", "optimisation steps done"),
-        "eval_step": ("max", "step at which the reported evaluation metrics were computed"),
-        **{f"val_{k}": (mode, desc + " (validation split; only when data.val_fraction > 0)")
-           for k, (mode, desc) in _EVAL_METRICS.items()},
-    }
+    metrics: ClassVar[tuple[Metric, ...]] = (
+        Metric("train_loss", "min", "nats", "mean training loss over the iteration's steps (beta-weighted objective)"),
+        Metric("train_elbo", "max", "nats", "mean batch ELBO (beta = 1) over the iteration's steps"),
+        *(m for q, mode, unit, desc in _EVAL_METRICS for m in per_split(q, mode, unit, desc)),
+        Metric("r2", "max", "ratio", "clip(1 - Var[f]/Var[psi_X(eta)], -10, 1) over r2_samples prior samples"),
+        Metric("rho_norm", None, "nats", "||rho||_2 (informational)"),
+        Metric("current_beta", None, "weight", "KL / conjugation weight at the iteration's last step"),
+        Metric("current_lr", None, "learning rate", "learning rate at the iteration's last step"),
+        Metric("step", None, "count", "optimisation steps done"),
+        Metric("eval_step", None, "count", "step at which the reported evaluation metrics were computed"),
+        Metric("num_params", "min", "count", "trainable parameters"),
+    )
+    data_tasks: ClassVar[tuple[str, ...]] = ("classification",)
+    supports_amp: ClassVar[bool] = False
+    renamed: ClassVar[dict[str, str]] = {**{q: f"test_{q}" for q, *_ in _EVAL_METRICS}, "beta": "current_beta"}
+    contract_config: ClassVar[dict[str, Any]] = {
+        "n_latent": 4, "n_clusters": 3, "steps": 4, "steps_per_iteration": 2, "lr_warmup_steps": 2,
+        "kl_warmup_steps": 2, "batch_size": 16, "mc_samples": 2, "prior_samples": 32, "r2_samples": 64}
 
     def __init__(self, config: Config, data: DataBundle, device: torch.device) -> None:
         super().__init__(config, data, device)
@@ -138,15 +165,16 @@ class VariationalMNISTFamily(ModelFamily):
         pixel_mean = self.x_train.float().mean(0) / n
         self.model.reset_parameters(pixel_mean, generator=self.generator)
         self.model.to(device)
+        self.params = list(self.model.parameters())
         # fused Adam: one kernel for all parameters (several times faster than the default on CPU)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.lr,
-                                          fused=device.type in ("cpu", "cuda"))
+        self.optimizer = build_optimizer(self.params, cfg, fused=device.type in ("cpu", "cuda"))
+        self.schedule = LRSchedule(self.optimizer, cfg, total_steps=cfg.steps)
         # sampling on an accelerator needs a generator of that device; on CPU the family's own
         # (checkpointed) generator drives everything
         self.rng = (self.generator if device.type == "cpu"
                     else torch.Generator(device=device).manual_seed(cfg.seed))
         self.step = 0
-        self.last_eval: dict[str, float] = {}
+        self.eval_cache = EvalCache(cfg.eval_every, self.num_iterations, first=True)
 
     # -- ModelFamily -----------------------------------------------------------------------------
     @classmethod
@@ -154,9 +182,11 @@ class VariationalMNISTFamily(ModelFamily):
         """Reject data the Binomial pixel model cannot use.
 
         Raises:
-            ValueError: for non-image or non-``uint8`` data (the model needs 0..255 grey levels
-                to quantise), an empty split, or missing labels (``-1``; NMI needs them).
+            ValueError: for data of another task, non-image or non-``uint8`` data (the model
+                needs 0..255 grey levels to quantise), an empty split, or missing labels
+                (``-1``; NMI needs them).
         """
+        super().check_data(data, config)
         if not data.is_image or data.x_train.dtype != np.uint8:
             raise ValueError(
                 f"trainable 'variational_mnist' needs uint8 images [N, C, H, W] with values 0..255 "
@@ -184,17 +214,12 @@ class VariationalMNISTFamily(ModelFamily):
         warm = self.config.kl_warmup()
         return 1.0 if warm <= 0 else min(1.0, step / warm)
 
-    def learning_rate(self, step: int) -> float:
-        """``lr · min(1, (step + 1) / lr_warmup_steps)`` at 0-based step ``step``."""
-        warm = self.config.lr_warmup_steps
-        return self.config.lr if warm <= 0 else self.config.lr * min(1.0, (step + 1) / warm)
-
     def train_iteration(self, iteration: int) -> dict[str, float]:
         """``steps_per_iteration`` Adam steps (fewer in the last iteration if ``steps`` ends there).
 
         Returns:
-            ``train_loss``, ``train_elbo`` (means over the steps), ``beta`` and ``lr`` of the last
-            step, ``rho_norm`` and ``step`` (steps done).
+            ``train_loss``, ``train_elbo`` (means over the steps, nats), ``current_beta`` and
+            ``current_lr`` of the last step, ``rho_norm`` and ``step`` (steps done).
         """
         cfg = self.config
         n_steps = min(cfg.steps_per_iteration, cfg.steps - self.step)
@@ -202,9 +227,7 @@ class VariationalMNISTFamily(ModelFamily):
         total_loss = total_elbo = 0.0
         beta = lr = 0.0
         for _ in range(n_steps):
-            beta, lr = self.beta(self.step), self.learning_rate(self.step)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+            beta, lr = self.beta(self.step), self.schedule.current_lr
             idx = torch.randint(len(self.x_train), (cfg.batch_size,), generator=self.generator)
             x = self.x_train[idx].to(self.device).float()
             loss, stats = self.model.loss(
@@ -213,36 +236,39 @@ class VariationalMNISTFamily(ModelFamily):
                 n_samples=cfg.mc_samples, prior_samples=cfg.prior_samples, generator=self.rng)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            clip_gradients(self.params, cfg.grad_clip)
             self.optimizer.step()
+            self.schedule.after_step()
             self.step += 1
             total_loss += float(loss.detach())
             total_elbo += stats["elbo"]
         n = max(n_steps, 1)
-        return {"train_loss": total_loss / n, "train_elbo": total_elbo / n, "beta": beta, "current_lr": lr,
+        return {"train_loss": total_loss / n, "train_elbo": total_elbo / n, "current_beta": beta, "current_lr": lr,
                 "rho_norm": float(self.model.rho.detach().norm()), "step": float(self.step)}
 
     def evaluate(self, iteration: int) -> dict[str, float]:
-        """Test metrics (``nmi``, ``cluster_accuracy``, ``active_clusters``, ``elbo``, ``kl``),
-        ``r2`` and ``val_*`` on iteration 0, every ``eval_every`` iterations and the last; the
-        last computed values otherwise."""
+        """``test_*`` metrics (``test_nmi``, ``test_cluster_accuracy``, ``test_active_clusters``,
+        ``test_elbo``, ``test_kl``), ``val_*`` ones, ``r2`` and ``eval_step`` on iteration 0, every
+        ``eval_every`` iterations and the last; the last computed values otherwise."""
+        return self.eval_cache.get(iteration, self._evaluate_now)
+
+    def _evaluate_now(self) -> dict[str, float]:
+        """Every evaluation metric at the current step, the Monte-Carlo draws from
+        :func:`~sweeplab.kit.evaluation.eval_generator` of ``(seed, step)``."""
         cfg = self.config
-        due = (iteration == 0 or (iteration + 1) % cfg.eval_every == 0
-               or iteration + 1 >= self.num_iterations)
-        if due or not self.last_eval:
-            gen = torch.Generator(device=self.device).manual_seed(int(cfg.seed) * 1_000_003 + self.step + 17)
-            x_test, y_test = self.data.x_test, self.data.y_test
-            if cfg.eval_limit is not None:
-                x_test, y_test = x_test[:cfg.eval_limit], y_test[:cfg.eval_limit]
-            result = self.evaluate_split(x_test, y_test, gen)
-            if self.data.x_val is not None and len(self.data.x_val):
-                val = self.evaluate_split(self.data.x_val, self.data.y_val, gen)
-                result.update({f"val_{k}": v for k, v in val.items()})
-            with torch.no_grad():
-                f, psi = self.model.conjugation_samples(cfg.r2_samples, gen)
-            result["r2"] = cm.conjugation_r2(f, psi)
-            result["eval_step"] = float(self.step)
-            self.last_eval = result
-        return dict(self.last_eval)
+        gen = eval_generator(cfg.seed, self.step, self.device)
+        x_test, y_test = self.data.x_test, self.data.y_test
+        if cfg.eval_limit is not None:
+            x_test, y_test = x_test[:cfg.eval_limit], y_test[:cfg.eval_limit]
+        result = {f"test_{k}": v for k, v in self.evaluate_split(x_test, y_test, gen).items()}
+        if self.data.x_val is not None and len(self.data.x_val):
+            val = self.evaluate_split(self.data.x_val, self.data.y_val, gen)
+            result.update({f"val_{k}": v for k, v in val.items()})
+        with torch.no_grad():
+            f, psi = self.model.conjugation_samples(cfg.r2_samples, gen)
+        result["r2"] = cm.conjugation_r2(f, psi)
+        result["eval_step"] = float(self.step)
+        return result
 
     @torch.no_grad()
     def evaluate_split(self, images: np.ndarray, labels: np.ndarray,
@@ -254,7 +280,8 @@ class VariationalMNISTFamily(ModelFamily):
             generator: RNG of the Monte-Carlo draws (on the family's device).
 
         Returns:
-            ``nmi``, ``cluster_accuracy``, ``active_clusters``, ``elbo`` and ``kl`` (nats).
+            ``nmi``, ``cluster_accuracy``, ``active_clusters``, ``elbo`` and ``kl`` (nats),
+            unprefixed (:meth:`evaluate` adds ``test_``/``val_``).
         """
         cfg = self.config
         self.model.eval()
@@ -273,21 +300,41 @@ class VariationalMNISTFamily(ModelFamily):
                 "elbo": elbo_sum / n, "kl": kl_sum / n}
 
     def state_dict(self) -> dict[str, Any]:
-        """Model, Adam state, step counter, last metrics (and the device RNG off CPU)."""
+        """Model, optimizer and schedule state, step counter, last metrics (and the device RNG
+        off CPU)."""
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                 "step": self.step, "last_eval": dict(self.last_eval)}
+                 "schedule": self.schedule.state_dict(), "step": self.step,
+                 "last_eval": self.eval_cache.state_dict()}
         if self.rng is not self.generator:
             state["device_rng"] = self.rng.get_state()
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what :meth:`state_dict` returned. A checkpoint written before the kit (no
+        ``schedule``, metrics under their old names) loads too: its warmup is replayed up to the
+        saved step and its metrics are renamed through :attr:`renamed`."""
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
-        self.last_eval = {k: float(v) for k, v in state.get("last_eval", {}).items()}
+        if "schedule" in state:
+            self.schedule.load_state_dict(state["schedule"])
+        else:
+            self._replay_schedule()
+        last = state.get("last_eval", {})
+        self.eval_cache.load_state_dict({self.renamed.get(k, k): v for k, v in last.items()})
         if "device_rng" in state and self.rng is not self.generator:
             self.rng.set_state(state["device_rng"].cpu())
+
+    def _replay_schedule(self) -> None:
+        """A fresh :class:`~sweeplab.kit.optim.LRSchedule` advanced to ``self.step`` (the warmup
+        only: older checkpoints had no other schedule)."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.config.effective_lr
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "lr_scheduler.step() before optimizer.step()"
+            self.schedule = LRSchedule(self.optimizer, self.config, total_steps=self.config.steps)
+            for _ in range(min(self.step, self.config.lr_warmup_steps)):
+                self.schedule.after_step()
 
     def media(self, iteration: int) -> dict[str, torch.Tensor]:
         """``cluster_means``: for each cluster ``k`` (sorted by ``p(k)``, largest first) the mean
@@ -305,4 +352,4 @@ class VariationalMNISTFamily(ModelFamily):
 
     def extra_results(self) -> dict[str, float]:
         """``num_params``: trainable parameters."""
-        return {"num_params": float(sum(p.numel() for p in self.model.parameters() if p.requires_grad))}
+        return {"num_params": float(count_params(self.model))}

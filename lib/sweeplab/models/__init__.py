@@ -1,1 +1,1 @@
-"""PyTorch modules of the model families (no training code here: see ``sweeplab.trainables``)."""
+"""PyTorch modules of the model families (no training code here: see ``sweeplab.families``)."""

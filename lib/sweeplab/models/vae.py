@@ -8,7 +8,7 @@ encoder/decoder the runs named as their next step; and the loss
         + w_cls * CE(cls(z), y) + w_perc * MSE(phi(x), phi(x_hat))
 
 with the spec's ``w_cls = 0.5`` and ``w_perc = 0.3`` as defaults. No training loop lives here
-(see ``sweeplab.trainables.vae``).
+(see ``sweeplab.families.vae``).
 """
 from __future__ import annotations
 
