@@ -16,12 +16,14 @@ import os
 import re
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 
 from sweeplab.datasets.base import DatasetError
+
+if TYPE_CHECKING:
+    import torch
 
 #: File name endings read by the image-folder readers (lower case).
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -38,8 +40,17 @@ def _torchvision_decoders() -> bool:
 
 
 #: ``"torchvision"`` (libjpeg-turbo via ``torchvision.io``, batched) or ``"pil"`` (Pillow, about
-#: 2.5x slower); torchvision where its decoders exist.
-DECODER = "torchvision" if _torchvision_decoders() else "pil"
+#: 2.5x slower); ``None``: torchvision where its decoders exist, decided at the first decode
+#: (so importing the dataset registry does not import torch).
+DECODER: str | None = None
+
+
+def decoder() -> str:
+    """The decoder in use: :data:`DECODER`, or torchvision where its decoders exist, else Pillow."""
+    global DECODER
+    if DECODER is None:
+        DECODER = "torchvision" if _torchvision_decoders() else "pil"
+    return DECODER
 
 
 def _read_bytes(path: Path | str) -> bytes:
@@ -62,6 +73,8 @@ def _undecodable(path: Path | str, reason: str) -> DatasetError:
 
 
 def _decode_pil(path: Path | str, data: bytes) -> torch.Tensor:
+    import torch
+
     from PIL import Image
 
     try:
@@ -73,8 +86,10 @@ def _decode_pil(path: Path | str, data: bytes) -> torch.Tensor:
 
 
 def _decode_chunk(paths: Sequence[Path | str]) -> list[torch.Tensor]:
+    import torch
+
     datas = [_read_bytes(p) for p in paths]
-    if DECODER == "pil":
+    if decoder() == "pil":
         return [_decode_pil(p, d) for p, d in zip(paths, datas)]
     from torchvision.io import ImageReadMode, decode_image, decode_jpeg
 
@@ -130,6 +145,8 @@ def decode_image_files(paths: Sequence[Path | str], *, size: int | None = None,
         DatasetError: a file that cannot be read or decoded, or (``size=None``) an image whose
             size differs from the first one; the message names the file.
     """
+    import torch
+
     n = len(paths)
     out: np.ndarray | None = None
     for start in range(0, n, _CHUNK):

@@ -201,39 +201,9 @@ def celeba(root: Path, download: bool = False, attribute: str = "Smiling",
             raise
         base = _download(root)
     names, row_of, values = read_attributes(base / ATTR_FILE)
-    if attribute not in names:
-        close = difflib.get_close_matches(attribute, names, n=3)
-        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
-        raise DatasetError(f"data.options.attribute={attribute!r} is not an attribute of "
-                           f"{str(base / ATTR_FILE)!r}; {hint}known: {', '.join(names)}")
-    col = names.index(attribute)
-    partition = read_partition(base / PARTITION_FILE)
-
-    split_files: dict[str, list[str]] = {s: [] for s in PARTITIONS.values()}
-    for fname, code in partition:
-        files = split_files[PARTITIONS[code]]
-        if limit is None or len(files) < limit:
-            files.append(fname)
-    for split in ("train", "test"):
-        if not split_files[split]:
-            code = {v: k for k, v in PARTITIONS.items()}[split]
-            raise DatasetError(f"{str(base / PARTITION_FILE)!r} assigns no image to the {split} "
-                               f"partition ({code}); {_FIX}")
-    used = [f for s in PARTITIONS.values() for f in split_files[s]]
-    no_attr = [f for f in used if f not in row_of]
-    if no_attr:
-        raise DatasetError(f"{len(no_attr)} images of {str(base / PARTITION_FILE)!r} have no line "
-                           f"in {str(base / ATTR_FILE)!r} (first: {no_attr[0]}); the two lists "
-                           f"must describe the same images: {_FIX}")
+    col = _attribute_column(base, names, attribute)
+    split_files = _split_files(base, read_partition(base / PARTITION_FILE), row_of, limit)
     img_dir = base / IMAGE_DIR
-    if not img_dir.is_dir():
-        raise DatasetError(f"CelebA image folder {str(img_dir)!r} is missing; {_FIX}")
-    present = set(os.listdir(img_dir))
-    absent = [f for f in used if f not in present]
-    if absent:
-        raise DatasetError(f"{len(absent)} images listed in {str(base / PARTITION_FILE)!r} are "
-                           f"missing from {str(img_dir)!r} (first: {', '.join(absent[:3])}); "
-                           f"restore them, or set data.options.limit to use fewer: {_FIX}")
 
     prefix = os.path.join(str(img_dir), "")
     paths = {s: [prefix + f for f in split_files[s]] for s in PARTITIONS.values()}
@@ -264,6 +234,57 @@ def celeba(root: Path, download: bool = False, attribute: str = "Smiling",
               "image_size": image_size, "limit": limit,
               "positive_fraction_train": float(y["train"].mean()), **info},
     )
+
+
+def _attribute_column(base: Path, names: list[str], attribute: str) -> int:
+    """Column of ``attribute`` in the attribute list.
+
+    Raises:
+        DatasetError: an unknown attribute, with the closest names.
+    """
+    if attribute not in names:
+        close = difflib.get_close_matches(attribute, names, n=3)
+        hint = f"did you mean {' or '.join(map(repr, close))}? " if close else ""
+        raise DatasetError(f"data.options.attribute={attribute!r} is not an attribute of "
+                           f"{str(base / ATTR_FILE)!r}; {hint}known: {', '.join(names)}")
+    return names.index(attribute)
+
+
+def _split_files(base: Path, partition: list[tuple[str, int]], row_of: dict[str, int],
+                 limit: int | None) -> dict[str, list[str]]:
+    """Image file names of each partition (at most ``limit`` each, in file order), checked
+    against the attribute list and the image folder.
+
+    Raises:
+        DatasetError: an empty train or test partition, images without attributes, images missing
+            from the image folder.
+    """
+    split_files: dict[str, list[str]] = {s: [] for s in PARTITIONS.values()}
+    for fname, code in partition:
+        files = split_files[PARTITIONS[code]]
+        if limit is None or len(files) < limit:
+            files.append(fname)
+    for split in ("train", "test"):
+        if not split_files[split]:
+            code = {v: k for k, v in PARTITIONS.items()}[split]
+            raise DatasetError(f"{str(base / PARTITION_FILE)!r} assigns no image to the {split} "
+                               f"partition ({code}); {_FIX}")
+    used = [f for s in PARTITIONS.values() for f in split_files[s]]
+    no_attr = [f for f in used if f not in row_of]
+    if no_attr:
+        raise DatasetError(f"{len(no_attr)} images of {str(base / PARTITION_FILE)!r} have no line "
+                           f"in {str(base / ATTR_FILE)!r} (first: {no_attr[0]}); the two lists "
+                           f"must describe the same images: {_FIX}")
+    img_dir = base / IMAGE_DIR
+    if not img_dir.is_dir():
+        raise DatasetError(f"CelebA image folder {str(img_dir)!r} is missing; {_FIX}")
+    present = set(os.listdir(img_dir))
+    absent = [f for f in used if f not in present]
+    if absent:
+        raise DatasetError(f"{len(absent)} images listed in {str(base / PARTITION_FILE)!r} are "
+                           f"missing from {str(img_dir)!r} (first: {', '.join(absent[:3])}); "
+                           f"restore them, or set data.options.limit to use fewer: {_FIX}")
+    return split_files
 
 
 def _download(root: Path) -> Path:
