@@ -216,3 +216,43 @@ def test_cli_is_a_console_script_without_traceback(tmp_path):
     assert out.returncode == 2
     assert "unknown trainable 'nope'" in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def _imports_after(argv: list[str]) -> set[str]:
+    """Top-level modules the CLI has imported after running ``argv`` in a fresh interpreter."""
+    code = ("import sys\nfrom sweeplab.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n"
+            "    pass\nprint(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    out = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=120)
+    return set(out.stdout.split())
+
+
+def test_help_imports_no_torch_and_validate_no_ray():
+    assert {"torch", "ray", "torchvision", "sklearn", "pandas"}.isdisjoint(_imports_after(["--help"]))
+    validated = _imports_after(["validate", str(REPO / "tune_jobs" / "quickstart.yaml")])
+    assert "sweeplab" in validated and {"ray", "torchvision", "optuna"}.isdisjoint(validated)
+
+
+def test_an_objective_without_a_natural_direction_needs_a_mode():
+    with pytest.raises(SpecError, match="metric: 'current_lr'.*set mode|mode: min or mode: max"):
+        validate_spec({**BASE, "metric": "current_lr"})
+    assert validate_spec({**BASE, "metric": "current_lr", "mode": "min"}).resolved_mode() == "min"
+    assert validate_spec(BASE).resolved_mode() == "max"  # val_accuracy's declared mode
+
+
+def test_amp_is_refused_where_a_family_has_no_mixed_precision_path():
+    var = {"trainable": "variational_mnist", "data": {"name": "digits"}, "metric": "test_nmi",
+           "train": {"steps": 10, "steps_per_iteration": 5}}
+    with pytest.raises(SpecError, match="train.amp: variational_mnist has no mixed-precision path"):
+        validate_spec({**var, "train": {**var["train"], "amp": True}})
+    searched = {**var, "search": {"sampler": "grid", "space": {"amp": {"type": "categorical", "values": [False, True]}}}}
+    with pytest.raises(SpecError, match="mixed-precision"):
+        validate_spec(searched)
+    validate_spec(var)
+    validate_spec({**BASE, "train": {**BASE["train"], "amp": True}})  # the CNN has one
+
+
+def test_a_job_written_before_the_metric_convention_still_loads(caplog):
+    old = {"trainable": "vae", "data": {"name": "digits"}, "metric": "ks_eval", "train": {"epochs": 1}}
+    spec = validate_spec(old, source="old_sweep/sweeplab_job.yaml")
+    assert spec.metric == "test_ks_eval" and spec.resolved_mode() == "min"
+    assert "now named 'test_ks_eval'" in caplog.text

@@ -1,0 +1,147 @@
+"""The job file's sections and the whole :class:`JobSpec` (structure only: the checks that need
+the family and dataset registries are in :mod:`sweeplab.spec.load`)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+
+from sweeplab.spec.space import SearchSpec, _Strict
+
+
+# --------------------------------------------------------------------------------------------
+class DataSpec(_Strict):
+    """``data:`` which dataset, where, and which share of it."""
+
+    name: str
+    root: str | None = Field(None, description="folder with the dataset's files (~ and $VARS expand)")
+    download: bool = False
+    train_fraction: float = Field(1.0, gt=0, le=1)
+    test_fraction: float = Field(1.0, gt=0, le=1)
+    val_fraction: float = Field(0.0, ge=0, lt=1)
+    subset_seed: int = Field(0, description="seed of the subsets and of the validation split")
+    data_seed: int = Field(0, description="seed of a generated dataset's samples (e.g. gmm3d), kept apart "
+                                          "from the training seed so that repeats share one dataset")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def resolved_root(self, base: Path | None = None) -> Path | None:
+        """The root with ``~`` and environment variables expanded; relative roots are taken
+        from ``base`` (the current directory by default)."""
+        if self.root is None:
+            return None
+        p = Path(os.path.expandvars(os.path.expanduser(self.root)))
+        return p if p.is_absolute() else (base or Path.cwd()) / p
+
+
+class SchedulerSpec(_Strict):
+    """``scheduler:`` ASHA (asynchronous successive halving, Li et al. 2020) or none."""
+
+    type: Literal["asha", "none"] = "asha"
+    max_t: int | None = Field(None, ge=1, description="iterations a trial may run (default: the family's)")
+    grace_period: int = Field(1, ge=1, description="iterations before ASHA may stop a trial")
+    reduction_factor: float = Field(3.0, gt=1)
+
+
+class ResourcesSpec(_Strict):
+    """``resources:`` per trial."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class CheckpointSpec(_Strict):
+    """``checkpoint:`` how often and how many."""
+
+    every: int = Field(1, ge=1, description="iterations between checkpoints (and always at the end)")
+    keep: int | None = Field(2, ge=1, description="checkpoints kept per trial (null: all)")
+
+
+class FailureSpec(_Strict):
+    """``failure:`` retries of a failed trial from its last checkpoint."""
+
+    max_failures: int = Field(0, ge=-1, description="-1: retry forever")
+
+
+class LoggingSpec(_Strict):
+    """``logging:`` extra TensorBoard output."""
+
+    media_every: int = Field(0, ge=0, description="iterations between image grids (0 = never)")
+
+
+class JobSpec(_Strict):
+    """A whole job file. See README.md for the annotated example."""
+
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9_.\-]+$")
+    description: str = ""
+    trainable: str
+    data: DataSpec
+    train: dict[str, Any] = Field(default_factory=dict)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    metric: str
+    mode: Literal["min", "max"] | None = None
+    scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
+    repeats: int = Field(1, ge=1)
+    checkpoint: CheckpointSpec = Field(default_factory=CheckpointSpec)
+    failure: FailureSpec = Field(default_factory=FailureSpec)
+    logging: LoggingSpec = Field(default_factory=LoggingSpec)
+    storage_path: str | None = None
+
+    # -- derived ---------------------------------------------------------------------------------
+    def family(self):
+        """The registered :class:`~sweeplab.kit.family.ModelFamily` class (imports its module).
+
+        Raises:
+            KeyError: an unknown trainable, listing the known ones.
+        """
+        from sweeplab.kit.family import get_family
+
+        return get_family(self.trainable)
+
+    def resolved_mode(self) -> str:
+        """``mode``, or the objective's natural mode declared by the family.
+
+        Raises:
+            ValueError: the objective has no natural mode (``Metric.mode is None``) and the job
+                sets no ``mode:`` (the spec's validation reports this first).
+        """
+        mode = self.mode or self.family().metric_table()[self.metric].mode
+        if mode is None:
+            raise ValueError(f"metric: {self.metric!r} has no better direction; set mode: min or max")
+        return mode
+
+    def family_config(self, extra: dict[str, Any] | None = None):
+        """The family's Config for the fixed ``train`` values (plus ``extra``), validated."""
+        return self.family().Config.model_validate({**self.train, **(extra or {})})
+
+    def max_iterations(self) -> int:
+        """Iterations of the longest trial: ``scheduler.max_t`` when ASHA sets one, else the
+        family's count for the ``train`` values, for each variant, and for each end of every
+        searched range and each categorical value (so a searched ``epochs`` or ``steps`` gives
+        ASHA the budget of its largest value). Configurations the family rejects are skipped."""
+        from pydantic import ValidationError
+
+        from sweeplab.spec.space import CategoricalParam
+
+        if self.scheduler.type == "asha" and self.scheduler.max_t:
+            return self.scheduler.max_t
+        fam = self.family()
+        probes: list[dict[str, Any]] = [{}]
+        for key, p in self.search.space.items():
+            values = p.values if isinstance(p, CategoricalParam) else [p.low, p.high]  # type: ignore[union-attr]
+            probes += [{key: v} for v in values]
+        probes += [{k: v for k, v in var.items() if k != "name"} for var in self.search.variants]
+        counts = []
+        for extra in probes:
+            try:
+                counts.append(fam.num_iterations_of(self.family_config(extra)))
+            except (ValidationError, TypeError, ValueError):
+                continue
+        return max(counts) if counts else fam.num_iterations_of(self.family_config())
+
+    def total_trials(self) -> int:
+        """Trials the sweep will run (grid: points × repeats; else num_samples × repeats)."""
+        n = len(self.search.grid_points()) if self.search.sampler == "grid" else self.search.num_samples
+        return n * self.repeats

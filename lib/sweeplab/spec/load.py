@@ -1,0 +1,298 @@
+"""Reading a job file: YAML (never evaluated as code), dotted ``--set`` overrides, and every check
+against the registered family and dataset, each problem one :class:`SpecError` line that names
+the file, the field, the bad value and what is allowed."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from sweeplab.spec.job import JobSpec
+from sweeplab.spec.space import CategoricalParam
+
+
+class SpecError(ValueError):
+    """A job file is invalid. ``str(err)`` is a ready-to-print message, one problem a line."""
+
+def parse_overrides(items: list[str] | None) -> list[tuple[list[str], Any]]:
+    """Parse ``--set a.b=c`` items; values are read as YAML scalars/lists (``4``, ``1e-3``,
+    ``true``, ``[a, b]``), never evaluated as code.
+
+    Raises:
+        SpecError: an item without ``=`` or with an empty key.
+    """
+    out = []
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--set {item!r}: write it as dotted.field=value, e.g. --set train.epochs=2")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise SpecError(f"--set {item!r}: the value is not valid YAML ({exc.problem})") from None
+        out.append((key.strip().split("."), value))
+    return out
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]]) -> dict[str, Any]:
+    """Set dotted paths in a raw job dict (creating intermediate mappings).
+
+    Raises:
+        SpecError: when a path goes through a value that is not a mapping.
+    """
+    for path, value in overrides:
+        node = raw
+        for i, part in enumerate(path[:-1]):
+            nxt = node.get(part)
+            if nxt is None:
+                nxt = node[part] = {}
+            if not isinstance(nxt, dict):
+                where = ".".join(path[: i + 1])
+                raise SpecError(f"--set {'.'.join(path)}: {where} is {nxt!r}, not a mapping")
+            node = nxt
+        node[path[-1]] = value
+    return raw
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a job file with ``yaml.safe_load`` (no tags, no code).
+
+    Raises:
+        SpecError: missing file, malformed YAML (with line and column), or not a mapping.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError(f"{p}: no such job file")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise SpecError(f"{p}: malformed YAML{where}: {problem}") from None
+    if not isinstance(raw, dict):
+        raise SpecError(f"{p}: a job file must be a mapping of fields (trainable:, data:, ...), "
+                        f"not {type(raw).__name__}")
+    return raw
+
+
+def load_spec(path: str | Path, overrides: list[str] | None = None, *, check_data: bool = True) -> JobSpec:
+    """Read, override and validate a job file.
+
+    Args:
+        path: the YAML job file.
+        overrides: ``["search.num_samples=4", "train.epochs=2"]`` style items.
+        check_data: also check that the dataset is registered and that its root exists.
+
+    Returns:
+        The validated :class:`JobSpec` (``name`` defaults to the file's stem).
+
+    Raises:
+        SpecError: with one line per problem, each naming the file and the field.
+    """
+    raw = apply_overrides(read_yaml(path), parse_overrides(overrides))
+    raw.setdefault("name", Path(path).stem)
+    return validate_spec(raw, source=str(path), check_data=check_data)
+
+
+def validate_spec(raw: dict[str, Any], *, source: str = "<spec>", check_data: bool = True) -> JobSpec:
+    """Validate a raw job dict (see :func:`load_spec`).
+
+    Raises:
+        SpecError: one line per problem.
+    """
+    _renamed_metric(raw, source)
+    try:
+        spec = JobSpec.model_validate(raw)
+    except ValidationError as exc:
+        raise SpecError("\n".join(f"{source}: {line}" for line in _pydantic_lines(exc))) from None
+    problems = _semantic_problems(spec, check_data=check_data)
+    if problems:
+        raise SpecError("\n".join(f"{source}: {p}" for p in problems))
+    return spec
+
+
+def _pydantic_lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"] if not _is_union_tag(part))
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field; check its spelling against README.md's job format"
+        elif err["type"] == "missing":
+            msg = "required field is missing"
+        elif err["type"] == "union_tag_invalid":
+            msg = "type must be one of float, int, categorical"
+        elif err["type"] == "union_tag_not_found":
+            msg = "needs a type: float, int or categorical"
+        got = err.get("input")
+        suffix = f" (got {got!r})" if err["type"] not in ("missing", "extra_forbidden") and _short(got) else ""
+        if err["type"] == "extra_forbidden":
+            suffix = ""
+        if loc and msg.startswith(loc + "."):
+            lines.append(f"{msg}{suffix}")  # a section validator already named the full field
+        else:
+            lines.append(f"{loc or '<top>'}: {msg}{suffix}")
+    return lines
+
+
+def _is_union_tag(part: Any) -> bool:
+    return part in ("float", "int", "categorical")
+
+
+def _short(value: Any) -> bool:
+    return not isinstance(value, (dict, list)) or len(repr(value)) < 80
+
+
+def _semantic_problems(spec: JobSpec, *, check_data: bool) -> list[str]:
+    """Checks that need the registries: trainable, its hyperparameters and metrics, dataset."""
+    from sweeplab.kit.family import family_names
+
+    if spec.trainable not in family_names():
+        return [f"trainable: unknown trainable {spec.trainable!r}; known: {', '.join(family_names())}"]
+    fam = spec.family()
+    problems = _unknown_fields(spec, fam)
+    if problems:
+        return problems
+    problems = _value_problems(spec, fam)
+    problems += _objective_problems(spec, fam, ready=not problems)
+    if check_data:
+        problems += _data_problems(spec)
+    return problems
+
+
+def _unknown_fields(spec: JobSpec, fam: Any) -> list[str]:
+    """Hyperparameter names under train:, search.space: and search.variants that the family lacks."""
+    fields = fam.Config.model_fields
+    known = ", ".join(sorted(fields))
+    problems = [f"train.{key}: {spec.trainable} has no hyperparameter {key!r}; known: {known}"
+                for key in spec.train if key not in fields]
+    for key in spec.search.space:
+        if key not in fields:
+            problems.append(f"search.space.{key}: {spec.trainable} has no hyperparameter {key!r}; known: {known}")
+        elif key in spec.train:
+            problems.append(f"search.space.{key}: also fixed under train.{key}; keep only one of them")
+    for i, var in enumerate(spec.search.variants):
+        problems += [f"search.variants[{i}].{key}: {spec.trainable} has no hyperparameter {key!r}"
+                     for key in var if key != "name" and key not in fields]
+    return problems
+
+
+def _field_problem(spec: JobSpec, fam: Any, where: str, values: dict[str, Any]) -> str | None:
+    """One line if the family's Config rejects ``train`` updated with ``values``, else None."""
+    try:
+        fam.Config.model_validate({**spec.train, **values})
+    except ValidationError as exc:
+        errs = []
+        for err in exc.errors():
+            key = ".".join(str(p) for p in err["loc"])
+            if err["type"] == "missing":
+                errs.append(f"{key} is required by {spec.trainable} (set it under train: or search.space:)")
+            else:
+                errs.append(f"{key}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
+        if where == "train":
+            return "; ".join(f"train.{e}" for e in errs)
+        return f"{where}: " + "; ".join(errs)
+    return None
+
+
+def _value_problems(spec: JobSpec, fam: Any) -> list[str]:
+    """The fixed values, then each end of every range and each categorical value, and each
+    variant, validated by the family's Config."""
+    problems: list[str] = []
+    probe_values: dict[str, list[Any]] = {
+        key: list(p.values) if isinstance(p, CategoricalParam) else [p.low, p.high]  # type: ignore[union-attr]
+        for key, p in spec.search.space.items()}
+    defaults = {k: v[0] for k, v in probe_values.items()}
+    base = _field_problem(spec, fam, "train", {})
+    if base and not probe_values:
+        problems.append(base)
+    for key, values in probe_values.items():
+        for v in values:
+            msg = _field_problem(spec, fam, f"search.space.{key}", {**defaults, key: v})
+            if msg and key in msg.split(":", 1)[1]:
+                problems.append(msg)
+                break
+    for i, var in enumerate(spec.search.variants):
+        msg = _field_problem(spec, fam, f"search.variants[{i}] ({var['name']})",
+                             {**defaults, **{k: v for k, v in var.items() if k != "name"}})
+        if msg:
+            problems.append(msg)
+    if not problems and probe_values:
+        msg = _field_problem(spec, fam, "train", defaults)
+        if msg:
+            problems.append(msg)
+    return problems
+
+
+def _objective_problems(spec: JobSpec, fam: Any, *, ready: bool) -> list[str]:
+    """The objective and its mode, ASHA, resources and mixed precision."""
+    problems: list[str] = []
+    table = fam.metric_table()
+    if spec.metric not in table:
+        problems.append(f"metric: {spec.trainable} does not report {spec.metric!r}; "
+                        f"it reports: {', '.join(sorted(table))}")
+    elif spec.mode is None and table[spec.metric].mode is None:
+        problems.append(f"metric: {spec.metric!r} ({table[spec.metric].description}) has no better "
+                        "direction; say which you want with mode: min or mode: max")
+    if spec.repeats > 1 and spec.scheduler.type == "asha":
+        problems.append("repeats: ASHA would stop the seeds of one configuration at different budgets, "
+                        "so their mean ± std would mix budgets; set scheduler: {type: none} or repeats: 1")
+    if spec.scheduler.type == "asha" and ready and not problems:
+        max_t = spec.max_iterations()
+        if spec.scheduler.grace_period > max_t:
+            problems.append(f"scheduler.grace_period: {spec.scheduler.grace_period} is above max_t={max_t} "
+                            "(the iterations a trial runs); lower it")
+    if spec.resources.gpu > 1 and spec.resources.gpu != int(spec.resources.gpu):
+        problems.append(f"resources.gpu: {spec.resources.gpu} GPUs: use a fraction below 1 or a whole number")
+    if not fam.supports_amp and _may_set(spec, "amp", True):
+        problems.append(f"train.amp: {spec.trainable} has no mixed-precision path (it would train in float32 "
+                        "and say nothing); remove amp: true")
+    return problems
+
+
+def _may_set(spec: JobSpec, key: str, value: Any) -> bool:
+    """True if some trial of the job can run with hyperparameter ``key`` equal to ``value``."""
+    p = spec.search.space.get(key)
+    return (spec.train.get(key) == value or any(v.get(key) == value for v in spec.search.variants)
+            or (isinstance(p, CategoricalParam) and value in p.values))
+
+
+def _data_problems(spec: JobSpec) -> list[str]:
+    """The dataset is registered, its root exists when it needs one, data_seed only for generators."""
+    from sweeplab.datasets.base import dataset_info, dataset_names
+
+    if spec.data.name not in dataset_names():
+        return [f"data.name: unknown dataset {spec.data.name!r}; known: {', '.join(dataset_names())}"]
+    info = dataset_info(spec.data.name)
+    root = spec.data.resolved_root()
+    problems = []
+    if info.needs_root and root is None:
+        problems.append(f"data.root: dataset {spec.data.name!r} needs the folder that holds its files")
+    elif info.needs_root and not root.is_dir() and not spec.data.download:
+        problems.append(f"data.root: {str(root)!r} does not exist; fill it with "
+                        "shared/data/materialize.sh, fix the path (--set data.root=...), "
+                        "or set data.download: true where there is internet")
+    if spec.data.data_seed and not info.seeded:
+        problems.append(f"data.data_seed: dataset {spec.data.name!r} is read from files, not generated; remove "
+                        "data_seed (data.subset_seed picks subsets and the validation split)")
+    return problems
+
+
+def _renamed_metric(raw: dict[str, Any], source: str) -> None:
+    """Map an objective named before the metric convention (a family's ``renamed``) to its
+    current name, so sweep folders and job files written before the rename still load."""
+    import logging
+
+    from sweeplab.kit.family import family_names, get_family
+
+    name, metric = raw.get("trainable"), raw.get("metric")
+    if not isinstance(name, str) or not isinstance(metric, str) or name not in family_names():
+        return
+    fam = get_family(name)
+    if metric in fam.renamed and metric not in fam.metric_table():
+        raw["metric"] = fam.renamed[metric]
+        logging.getLogger(__name__).warning("%s: metric %r is now named %r (the metric convention); reading "
+                                            "it as %r", source, metric, raw["metric"], raw["metric"])
