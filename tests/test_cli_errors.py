@@ -223,7 +223,7 @@ def _refuse_ray(*args, **kwargs):
 @pytest.mark.parametrize("case, build, fragments", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_exits_2_with_one_clear_line(case, build, fragments, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(runner, "init_ray", _refuse_ray)  # every error comes before Ray starts
+    monkeypatch.setattr("sweeplab.runner.cluster.init_ray", _refuse_ray)  # every error comes before Ray starts
     if case == "bad-fault-injection":
         monkeypatch.setenv("SWEEPLAB_FAULT_INJECT", "explode@2")
     else:

@@ -24,11 +24,13 @@ import yaml
 
 from sweeplab import load_sweep
 from sweeplab.cli import main
+from sweeplab.kit.checkpoint import STATE_FILE, CheckpointError, load_checkpoint_dir, save_checkpoint_dir
+from sweeplab.kit.family import get_family
+from sweeplab.kit.faults import parse_fault_rules
 from sweeplab.runner import ray_temp_root, recover_driver_artifacts, repair_stale_checkpoints, run_sweep
 from sweeplab.spec import validate_spec
-from sweeplab.trainables.base import (CheckpointError, STATE_FILE, get_family,
-                                      load_checkpoint_dir, parse_fault_rules, save_checkpoint_dir)
 from test_sweep import EPOCHS, _finished_trials, job
+
 
 
 def _trial_results(exp: Path, *, live: bool = False) -> dict[str, list[dict]]:
@@ -293,58 +295,6 @@ def test_resume_repairs_a_state_that_names_a_deleted_checkpoint(ray_session, sto
     assert repair_stale_checkpoints(exp) == []  # and now it is consistent
 
 
-def test_recover_driver_artifacts_takes_only_this_sweeps_newer_staged_files(tmp_path):
-    # the layout Ray Tune's driver stages in: <temp>/session_*/artifacts/<time>/<name>/driver_artifacts
-    exp = tmp_path / "sweeps" / "mysweep"
-    t1 = exp / "trial_aaaa0001"
-    t1.mkdir(parents=True)
-    (t1 / "result.json").write_text('{"training_iteration": 1}\n')  # the last copy Ray made
-    (t1 / "progress.csv").write_text("iteration\n1\n2")  # a copy the kill cut off
-    (t1 / "checkpoint_000000").mkdir()  # written by the trial, never staged
-    (exp / "experiment_state-t0.json").write_text('{"saved": 1}')
-    (exp / "search_gen_state-t0.json").write_text('{"saved": 1}')
-    temp = tmp_path / "ray"
-
-    def staging(session, trials):
-        d = temp / session / "artifacts" / "2026-01-01_00-00-00" / "mysweep" / "driver_artifacts"
-        for trial, rows in trials.items():
-            (d / trial).mkdir(parents=True)
-            (d / trial / "result.json").write_text("".join(f'{{"training_iteration": {i}}}\n' for i in rows))
-        return d
-
-    ours = staging("session_2", {"trial_aaaa0001": [1, 2, 3], "trial_aaaa0002": [1]})
-    with open(ours / "trial_aaaa0001" / "result.json", "a") as f:
-        f.write('{"training_iter')  # the driver died writing row 4
-    (ours / "trial_aaaa0001" / "progress.csv").write_text("iteration\n1\n2\n3\n")
-    (ours / "experiment_state-t0.json").write_text('{"saved": ')  # died writing its state (in place)
-    (ours / "search_gen_state-t0.json").write_text('{"saved": 2}')
-    (ours / ".1234-tmp-searcher-state-t0.pkl").write_bytes(b"half")  # Ray's temp file
-    other = staging("session_3", {"trial_ffff0009": [1, 2, 3, 4]})  # another sweep of that name
-    (temp / "session_latest").symlink_to(temp / "session_2")  # as Ray links its newest session
-    old = time.time() - 100
-    for f in (t1 / "result.json", exp / "experiment_state-t0.json", exp / "search_gen_state-t0.json"):
-        os.utime(f, (old, old))  # copied before the driver's last writes
-    notes = recover_driver_artifacts(exp, temp)
-    assert len(notes) == 1 and str(ours) in notes[0]
-    assert (t1 / "result.json").read_text() == "".join(f'{{"training_iteration": {i}}}\n' for i in (1, 2, 3))
-    assert (t1 / "progress.csv").read_text() == "iteration\n1\n2\n3\n"  # the cut copy completed
-    assert (exp / "trial_aaaa0002" / "result.json").exists()  # a trial the last copy missed
-    assert (exp / "search_gen_state-t0.json").read_text() == '{"saved": 2}'
-    assert (exp / "experiment_state-t0.json").read_text() == '{"saved": 1}'  # never a cut state
-    assert not list(exp.glob(".*")) and (t1 / "checkpoint_000000").is_dir()
-    assert not (exp / "trial_ffff0009").exists() and other.is_dir()  # the other sweep is not mixed in
-    assert recover_driver_artifacts(exp, temp) == []  # nothing is behind any more
-    # what a resume wrote after the driver stopped is kept
-    (t1 / "result.json").write_text('{"training_iteration": 1}\n{"training_iteration": 9}\n')
-    (exp / "search_gen_state-t0.json").write_text('{"saved": 3}')
-    assert recover_driver_artifacts(exp, temp) == []
-    assert (exp / "search_gen_state-t0.json").read_text() == '{"saved": 3}'
-    assert recover_driver_artifacts(tmp_path / "missing", temp) == []
-
-
-# ------------------------------------------------------------------------------------------------
-# Checkpoints
-# ------------------------------------------------------------------------------------------------
 @pytest.fixture
 def family():
     from sweeplab.runner import prepare_data

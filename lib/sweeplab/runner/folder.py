@@ -1,0 +1,135 @@
+"""The sweep folder: where it goes, the job file in it, finding it again.
+
+Every sweep folder is Ray Tune's experiment folder plus ``sweeplab_job.yaml``, the validated job
+with every override applied and the data root made absolute, so ``sweeplab resume`` and
+``sweeplab table`` need nothing else. Nothing here imports Ray at module level (``table`` and
+``best`` read sweep folders without it); :func:`has_tuner_state` imports ``ray.tune`` when called.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import yaml
+
+from sweeplab.spec import JobSpec, validate_spec
+
+#: The validated job, saved in every sweep folder.
+JOB_FILE = "sweeplab_job.yaml"
+
+
+class SweepError(RuntimeError):
+    """A sweep cannot start or resume; the message says why and what to do."""
+
+
+def is_uri(path: str) -> bool:
+    """True for a filesystem URI (``s3://``, ``gs://``, ``file://``), False for a plain path."""
+    return "://" in path
+
+
+def default_storage_path() -> Path:
+    """Where sweeps go when neither ``--storage-path`` nor ``storage_path:`` is given:
+    ``$SWEEPLAB_STORAGE``, else ``./sweeps`` (absolute)."""
+    return Path(os.environ.get("SWEEPLAB_STORAGE", "sweeps")).expanduser().absolute()
+
+
+def resolve_storage(spec: JobSpec, override: str | None = None) -> str:
+    """The storage path as Ray wants it: an absolute local path or a URI (``s3://``, ``gs://``)."""
+    raw = override or spec.storage_path
+    if raw is None:
+        return str(default_storage_path())
+    if is_uri(raw):
+        return raw.rstrip("/")
+    return str(Path(os.path.expandvars(raw)).expanduser().absolute())
+
+
+def experiment_path(storage: str, name: str) -> str:
+    """The sweep folder: ``<storage>/<name>``."""
+    return f"{storage}/{name}" if is_uri(storage) else str(Path(storage) / name)
+
+
+def locate_sweep(name_or_path: str, storage_path: str | None = None) -> str:
+    """Find a sweep folder from a path, a URI, or a name under the storage path.
+
+    Raises:
+        SweepError: nothing there holds a sweep.
+    """
+    if is_uri(name_or_path):
+        return name_or_path.rstrip("/")
+    p = Path(name_or_path).expanduser()
+    if p.is_dir():
+        return str(p.absolute())
+    storage = storage_path or str(default_storage_path())
+    candidate = experiment_path(storage if is_uri(storage) else str(Path(storage).expanduser().absolute()),
+                                name_or_path)
+    if is_uri(candidate) or Path(candidate).is_dir():
+        return candidate
+    raise SweepError(f"no sweep named {name_or_path!r}: {candidate} does not exist; give the sweep's folder "
+                     "or pass --storage-path where it was written")
+
+
+def has_tuner_state(path: str) -> bool:
+    """True if the sweep folder holds the state ``Tuner.restore`` needs (Ray Tune's public
+    ``Tuner.can_restore``; local paths and URIs alike). Imports ``ray.tune``: on a local Ray,
+    call :func:`~sweeplab.runner.cluster.prefer_loopback` first."""
+    from ray import tune
+
+    return tune.Tuner.can_restore(path)
+
+
+def save_job(spec: JobSpec, path: str) -> None:
+    """Write the validated job (data root absolute) into the sweep folder."""
+    dumped = spec.model_dump(mode="json")
+    root = spec.data.resolved_root()
+    if root is not None:
+        dumped["data"]["root"] = str(root)
+    text = yaml.safe_dump(dumped, sort_keys=False)
+    if is_uri(path):
+        import pyarrow.fs as pafs
+
+        fs, p = pafs.FileSystem.from_uri(path)
+        fs.create_dir(p, recursive=True)
+        with fs.open_output_stream(f"{p}/{JOB_FILE}") as fh:
+            fh.write(text.encode())
+    else:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        tmp = Path(path) / (JOB_FILE + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, Path(path) / JOB_FILE)
+
+
+def _read_job_yaml(path: str):
+    if is_uri(path):
+        import pyarrow.fs as pafs
+
+        fs, p = pafs.FileSystem.from_uri(path)
+        with fs.open_input_stream(f"{p}/{JOB_FILE}") as fh:
+            return yaml.safe_load(fh.read().decode())
+    return yaml.safe_load((Path(path) / JOB_FILE).read_text())
+
+
+def read_job(path: str, *, check_data: bool = False) -> JobSpec:
+    """The job saved in a sweep folder.
+
+    Args:
+        path: the sweep folder (local path or ``s3://``/``gs://`` URI).
+        check_data: also check that the job's dataset root exists here (needed to resume,
+            not to read results).
+
+    Raises:
+        SweepError: if the folder holds no sweeplab sweep or its job file is corrupt.
+        SpecError: the saved job no longer validates (e.g. its data root is gone), naming the
+            job file and the field.
+    """
+    try:
+        raw = _read_job_yaml(path)
+    except (FileNotFoundError, OSError):
+        raise SweepError(f"{path}: holds no sweeplab sweep (no {JOB_FILE}); give the folder that "
+                         "`sweeplab run` printed, or the sweep's name with --storage-path") from None
+    except yaml.YAMLError as exc:
+        raise SweepError(f"{path}/{JOB_FILE}: corrupt ({str(exc).splitlines()[0]}); restore it from the job "
+                         "file the sweep was started with (sweeplab validate JOB.yaml shows the same fields)") from None
+    if not isinstance(raw, dict):
+        raise SweepError(f"{path}/{JOB_FILE}: corrupt (not a mapping of job fields); restore it from the job "
+                         "file the sweep was started with")
+    return validate_spec(raw, source=f"{path}/{JOB_FILE}", check_data=check_data)
