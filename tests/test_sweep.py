@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from sweeplab import load_sweep
-from sweeplab.analysis import USABLE
+from sweeplab.results import USABLE
 from sweeplab.cli import main
 from sweeplab.runner import SweepError, resume_sweep, run_sweep
 from sweeplab.spec import validate_spec
@@ -208,7 +208,7 @@ def test_grid_variants_repeats_and_statistics(ray_session, storage, asha_sweep):
     by_loss = sweep.compare(metric="val_loss")
     assert by_loss.attrs["best"] == "adam" and (by_loss["diff"] > 0).all()
     # several sweeps of one family: every group of every sweep, named by its sweep
-    from sweeplab.analysis import compare_sweeps
+    from sweeplab.results import compare_sweeps
 
     both = compare_sweeps([sweep, asha_sweep], metric="val_accuracy")
     groups = set(both["group"]) | {both.attrs["best"]}

@@ -14,9 +14,9 @@ __all__ = ["load_sweep", "compare_sweeps", "load_spec", "run_sweep", "resume_swe
 def __getattr__(name: str):
     # Lazy: importing sweeplab must not import Ray or torch (the CLI's validate stays fast).
     if name in ("load_sweep", "compare_sweeps"):
-        from sweeplab import analysis
+        from sweeplab import results
 
-        return getattr(analysis, name)
+        return getattr(results, name)
     if name == "load_spec":
         from sweeplab.spec import load_spec
 

@@ -1,0 +1,211 @@
+"""Tables of a sweep: per-trial rows, per-group mean ± std, and their rendering (markdown, CSV,
+LaTeX, HTML). Functions of a :class:`~sweeplab.results.sweep.Sweep`, which keeps them as the
+methods ``summary`` and ``table``."""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Iterable
+
+import pandas as pd
+
+from sweeplab.results.sweep import STATUSES, USABLE, SweepError
+
+if TYPE_CHECKING:
+    from sweeplab.results.sweep import Sweep
+
+#: Output formats of :func:`table`.
+FORMATS = ("markdown", "csv", "latex", "html")
+
+
+def missing(value: Any) -> bool:
+    """None or a float NaN."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def group_labels(column: pd.Series) -> pd.Series:
+    """Values as group labels; a missing value (a conditional hyperparameter a trial did not
+    sample) becomes ``"n/a"``, so its trials form a group instead of being dropped by groupby."""
+    return column.map(lambda v: "n/a" if missing(v) else str(v)).astype(object)
+
+
+def check_metrics(sweep: Sweep, df: pd.DataFrame, metrics: Iterable[str]) -> list[str]:
+    """``metrics`` as a list.
+
+    Raises:
+        SweepError: one is not a column of ``df``; the message names the numeric columns there are.
+    """
+    metrics = list(metrics)
+    unknown = [m for m in metrics if m not in df.columns]
+    if unknown:
+        numeric = [c for c in df.columns if c not in ("seed", "training_iteration")
+                   and c not in sweep.param_names and pd.api.types.is_numeric_dtype(df[c])]
+        raise SweepError(f"--metrics {', '.join(unknown)}: not reported by the trials of "
+                         f"{sweep.path}; choose from {', '.join(numeric)}")
+    return metrics
+
+
+def with_columns(sweep: Sweep, df: pd.DataFrame, names: list[str]) -> pd.DataFrame:
+    """``df`` with a column for each of ``names``: a hyperparameter the sweep held fixed (e.g.
+    ``n_latent`` of a seeds-only job) is read from the trials' configs, so sweeps that vary
+    different things can be grouped on the same names.
+
+    Raises:
+        SweepError: a name is neither a column nor in any trial's config.
+    """
+    missing_names = [g for g in names if g not in df.columns]
+    if not missing_names:
+        return df
+    configs = sweep.trial_configs()
+    df = df.copy()
+    for g in missing_names:
+        if any(g in c for c in configs.values()):
+            df[g] = df["trial_id"].map(lambda i, g=g: configs.get(i, {}).get(g))
+    unknown = [g for g in names if g not in df.columns]
+    if unknown:
+        settings = sorted({k for c in configs.values() for k in c if not k.startswith("_")})
+        raise SweepError(f"--group-by {', '.join(unknown)}: not a column or hyperparameter of sweep "
+                         f"{sweep.spec.name!r}; choose from "
+                         f"{', '.join(c for c in df.columns if c not in ('path',))} or "
+                         f"{', '.join(k for k in settings if k not in df.columns)}")
+    return df
+
+
+def summary(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
+            include: Iterable[str] = USABLE) -> pd.DataFrame:
+    """Aggregate trials per group: for each metric its mean, std (ddof=1) and n.
+
+    Args:
+        group_by: columns to group on (e.g. ``["variant"]`` or hyperparameter names); default:
+            ``variant`` for grids with variants, else every varied hyperparameter.
+        metrics: metrics to aggregate (default: all the family's metrics).
+        include: trial statuses kept (diverged and errored trials are counted separately
+            in the ``excluded`` column, never averaged).
+
+    Returns:
+        A frame indexed by group with columns ``(metric, "mean"|"std"|"n")``, plus ``trials``
+        and ``excluded``; sorted best first when the job's metric is among ``metrics``.
+
+    Raises:
+        SweepError: a metric the trials did not report, or an unknown group column.
+    """
+    group_by = list(group_by) if group_by else sweep.default_group_by()
+    df = with_columns(sweep, sweep.dataframe(), group_by)
+    if metrics:
+        metrics = check_metrics(sweep, df, metrics)
+    else:  # every reported metric that some trial has
+        metrics = [m for m in sweep.metric_names if m in df.columns and df[m].notna().any()]
+    keyed = df.assign(**{g: group_labels(df[g]) for g in group_by})
+    kept = keyed[keyed["status"].isin(list(include))]
+    agg = {}
+    for m in metrics:
+        values = pd.to_numeric(kept[m], errors="coerce")
+        grouped = values.groupby([kept[g] for g in group_by], sort=False)
+        agg[(m, "mean")] = grouped.mean()
+        agg[(m, "std")] = grouped.std(ddof=1)
+        agg[(m, "n")] = grouped.count()
+    out = pd.DataFrame(agg)
+    counts = keyed.groupby(group_by, sort=False).size()
+    excluded = keyed[~keyed["status"].isin(list(include))].groupby(group_by, sort=False).size()
+    out = out.reindex(counts.index)
+    out[("trials", "")] = counts
+    out[("excluded", "")] = excluded.reindex(counts.index).fillna(0).astype(int)
+    if sweep.metric in metrics:
+        out = out.sort_values((sweep.metric, "mean"), ascending=sweep.mode == "min", na_position="last")
+    return out
+
+
+def table(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
+          fmt: str = "markdown", digits: int = 4, status: Iterable[str] | None = None) -> str:
+    """The sweep as a printable table.
+
+    Without ``group_by``: one row per trial (status, varied hyperparameters, seed,
+    iterations, metrics). With ``group_by``: one row per group, each metric as
+    ``mean ± std`` over the group's trials with ``n`` (the seeds' tables, with statistics).
+
+    Args:
+        group_by: columns to aggregate over (see :func:`summary`).
+        metrics: metrics shown (default: all the family's metrics).
+        fmt: ``markdown`` | ``csv`` | ``latex`` | ``html``.
+        digits: significant digits of the numbers.
+        status: trial statuses to show (e.g. ``["completed"]`` to leave out trials ASHA
+            stopped at a shorter budget); default: every trial, and in grouped tables the
+            completed, stopped and unfinished ones (the rest counted as ``excluded``).
+
+    Raises:
+        SweepError: unknown format, group column or status.
+    """
+    if fmt not in FORMATS:
+        raise SweepError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    status = list(status) if status else None
+    unknown = [s for s in status or [] if s not in STATUSES]
+    if unknown:
+        raise SweepError(f"--status {', '.join(unknown)}: not a trial status; choose from "
+                         f"{', '.join(STATUSES)}")
+    if group_by:
+        frame = grouped_frame(summary(sweep, group_by, metrics, include=status or USABLE), digits)
+    else:
+        frame = trial_frame(sweep, metrics, digits, status)
+    return render(frame, fmt)
+
+
+def trial_frame(sweep: Sweep, metrics: Iterable[str] | None, digits: int,
+                status: list[str] | None) -> pd.DataFrame:
+    """The rows of an ungrouped table: the trials of ``status`` (default all), numbers as text
+    with ``digits`` significant digits; metrics that no shown trial reported are left out."""
+    df = sweep.dataframe()
+    if status:
+        df = df[df["status"].isin(status)]
+    metrics = (check_metrics(sweep, df, metrics) if metrics
+               else [m for m in sweep.metric_names if m in df.columns])
+    cols = ["trial_id", "status"] + (["variant"] if "variant" in df else []) + \
+        [p for p in sweep.param_names if p in df] + ["seed", "training_iteration"] + metrics + \
+        [c for c in ("num_params", "train_seconds") if c in df and c not in metrics]
+    frame = df[[c for c in cols if c in df.columns]].copy()
+    frame = frame.drop(columns=[m for m in metrics if m in frame and frame[m].isna().all()])
+    for c in frame.columns:
+        if pd.api.types.is_float_dtype(frame[c]):
+            frame[c] = frame[c].map(lambda v: fmt_number(v, digits))
+    return frame
+
+
+def grouped_frame(summary_frame: pd.DataFrame, digits: int) -> pd.DataFrame:
+    """The rows of a grouped table from :func:`summary`: ``mean ± std`` per metric, ``n`` (of
+    the first metric) and ``excluded``."""
+    out = pd.DataFrame(index=summary_frame.index)
+    metrics = [m for m in dict.fromkeys(c[0] for c in summary_frame.columns)
+               if m not in ("trials", "excluded")]
+    for m in metrics:
+        out[m] = [plus_minus(mu, sd, digits)
+                  for mu, sd in zip(summary_frame[(m, "mean")], summary_frame[(m, "std")])]
+    out["n"] = summary_frame[(metrics[0], "n")] if metrics else 0
+    out["excluded"] = summary_frame[("excluded", "")]
+    return out.reset_index()
+
+
+def fmt_number(value: Any, digits: int) -> str:
+    """A float with ``digits`` significant digits ("" when missing); anything else as ``str``."""
+    if missing(value):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.{digits}g}"
+    return str(value)
+
+
+def plus_minus(mean: float, std: float, digits: int) -> str:
+    """``mean ± std`` (std to 2 significant digits), the mean alone without a std, "" without a mean."""
+    if missing(mean):
+        return ""
+    if missing(std):
+        return f"{mean:.{digits}g}"
+    return f"{mean:.{digits}g} ± {std:.2g}"
+
+
+def render(frame: pd.DataFrame, fmt: str) -> str:
+    """``frame`` as text in one of :data:`FORMATS`, without the index."""
+    if fmt == "markdown":
+        return frame.to_markdown(index=False)
+    if fmt == "csv":
+        return frame.to_csv(index=False)
+    if fmt == "latex":
+        return frame.to_latex(index=False)
+    return frame.to_html(index=False)
