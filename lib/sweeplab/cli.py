@@ -19,18 +19,26 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+def _add_cluster(sp: argparse.ArgumentParser) -> None:
+    """Options of commands that start or attach to Ray."""
+    sp.add_argument("--address", help="attach to a running Ray cluster ('auto' or host:port)")
+    sp.add_argument("--storage-path", help="where sweep folders live: a local path, s3://..., gs://... "
+                    "(default: $SWEEPLAB_STORAGE or ./sweeps)")
+    sp.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
+    sp.add_argument("--dashboard", action="store_true", help="start Ray's dashboard with a local Ray")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the docs and the tests)."""
     p = argparse.ArgumentParser(prog="sweeplab", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
+    _add_running(sub)
+    _add_reading(sub)
+    return p
 
-    def add_cluster(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--address", help="attach to a running Ray cluster ('auto' or host:port)")
-        sp.add_argument("--storage-path", help="where sweep folders live: a local path, s3://..., gs://... "
-                        "(default: $SWEEPLAB_STORAGE or ./sweeps)")
-        sp.add_argument("--num-cpus", type=int, help="CPUs of a local Ray (default: all)")
-        sp.add_argument("--dashboard", action="store_true", help="start Ray's dashboard with a local Ray")
 
+def _add_running(sub) -> None:
+    """``run``, ``resume`` and ``validate``."""
     run = sub.add_parser("run", help="run a job file as a sweep")
     run.add_argument("job", help="a job file, e.g. tune_jobs/quickstart.yaml")
     run.add_argument("--name", help="the sweep's folder name (default: the job's name)")
@@ -38,19 +46,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                      help="override any job field, e.g. --set train.epochs=2 (repeatable)")
     run.add_argument("--quiet", action="store_true", help="no per-trial progress from Ray Tune")
-    add_cluster(run)
+    _add_cluster(run)
 
     res = sub.add_parser("resume", help="continue an interrupted sweep")
     res.add_argument("sweep", help="the sweep's folder, or its name under --storage-path")
     res.add_argument("--restart-errored", action="store_true",
                      help="restart errored trials from scratch instead of from their last checkpoint")
-    add_cluster(res)
+    _add_cluster(res)
 
     val = sub.add_parser("validate", help="check a job file without starting Ray")
     val.add_argument("job")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE")
     val.add_argument("--num-samples", type=int)
 
+
+def _add_reading(sub) -> None:
+    """The commands that read sweep folders: ``table``, ``best``, ``plot``, ``compare``."""
     tab = sub.add_parser("table", help="print a sweep's results table")
     tab.add_argument("sweep")
     tab.add_argument("--group-by", type=_csv, help="aggregate mean ± std over trials per group, e.g. variant")
@@ -91,16 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
     cmp_.add_argument("--pool", action="store_true",
                       help="pool same-named groups of several sweeps (e.g. more seeds of one config run later)")
     cmp_.add_argument("--storage-path")
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sweeplab`` command; returns the exit status."""
+    """Entry point of the ``sweeplab`` command; returns the exit status.
+
+    Arguments are parsed before anything heavy is imported: ``--help`` and usage errors answer
+    at once, and ``validate`` imports only the job's own family (torch), never Ray.
+    """
+    args = build_parser().parse_args(argv)
     from sweeplab.datasets.base import DatasetError
     from sweeplab.runner import SweepError
     from sweeplab.spec import SpecError
 
-    args = build_parser().parse_args(argv)
     try:
         return _dispatch(args)
     except (SpecError, SweepError, DatasetError) as exc:
@@ -126,14 +140,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "resume":
         return _resume(args)
     if args.command == "table":
-        from sweeplab.analysis import load_sweep
+        from sweeplab.results import load_sweep
 
         sweep = load_sweep(args.sweep, args.storage_path)
         print(sweep.table(group_by=args.group_by, metrics=args.metrics, fmt=args.format, digits=args.digits,
                           status=args.status))
         return 0
     if args.command == "best":
-        from sweeplab.analysis import load_sweep
+        from sweeplab.results import load_sweep
 
         sweep = load_sweep(args.sweep, args.storage_path)
         _check_metric(sweep, args.metric)
@@ -147,7 +161,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(yaml.safe_dump(sweep.best_job(args.metric, args.mode), sort_keys=False), end="")
         return 0
     if args.command == "plot":
-        from sweeplab.analysis import load_sweep
+        from sweeplab.results import load_sweep
 
         sweep = load_sweep(args.sweep, args.storage_path)
         out = args.out or f"{sweep.path}/plots"
@@ -155,7 +169,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(path)
         return 0
     if args.command == "compare":
-        from sweeplab.analysis import compare_sweeps, load_sweep
+        from sweeplab.results import compare_sweeps, load_sweep
 
         sweeps = [load_sweep(path, args.storage_path) for path in args.sweep]
         for sweep in sweeps:
@@ -199,7 +213,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _finish(exp_path: str) -> int:
-    from sweeplab.analysis import load_sweep
+    from sweeplab.results import load_sweep
 
     sweep = load_sweep(exp_path)
     df = sweep.dataframe()
