@@ -2,7 +2,6 @@
 training, warmups, evaluation cadence, checkpoints (also ones written before the kit), data checks."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 import torch
