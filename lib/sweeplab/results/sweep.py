@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping
 import numpy as np
 import pandas as pd
 
+from sweeplab.results.views import SweepViews
 from sweeplab.runner.folder import SweepError, locate_sweep, read_job
 
 if TYPE_CHECKING:
@@ -99,8 +100,9 @@ def trial_status(ray_status: str, last: Mapping[str, Any], budget: int) -> str:
     return "unfinished"
 
 
-class Sweep:
-    """One sweep folder.
+class Sweep(SweepViews):
+    """One sweep folder (verdicts, the Pareto front, picks, trained models and the
+    reproducibility record: :class:`~sweeplab.results.views.SweepViews`).
 
     Args:
         path: the sweep folder (``<storage>/<name>``) or a URI.
@@ -118,7 +120,8 @@ class Sweep:
         self.spec: JobSpec = read_job(path)
         #: the family class (:class:`~sweeplab.kit.family.ModelFamily`) the sweep trained
         self.family = get_family(self.spec.trainable)
-        self.metric = self.spec.metric  # an objective named before a rename: the spec maps it
+        #: the (first) objective and its mode; a multi-objective job's all: ``spec.objectives()``
+        self.metric = self.spec.primary_metric  # an objective named before a rename: the spec maps it
         self.mode = self.spec.resolved_mode()
         try:
             self._ea = ExperimentAnalysis(path, default_metric=self.metric, default_mode=self.mode)
@@ -152,8 +155,8 @@ class Sweep:
             SweepError: ``metric`` is not one the family or the loop reports.
         """
         metric = metric or self.metric
-        if metric == self.metric:
-            return self.mode
+        if metric in self.spec.objectives():
+            return self.spec.resolved_modes()[self.spec.objectives().index(metric)]
         table = self.family.metric_table()
         if metric not in table:
             raise SweepError(f"metric {metric!r}: {self.spec.trainable} does not report it; choose "
@@ -179,7 +182,7 @@ class Sweep:
             except (ValueError, TypeError, AttributeError):
                 budget = self.spec.max_iterations()
             sched = self.spec.scheduler
-            if sched.type == "asha" and sched.max_t:
+            if sched.type in ("asha", "hyperband") and sched.max_t:
                 budget = min(budget, sched.max_t)
             self._budgets[trial_id] = budget
         return self._budgets[trial_id]
@@ -303,19 +306,21 @@ class Sweep:
         return jobs.confirm_job(self, top, repeats, metric, mode)
 
     def summary(self, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
-                include: Iterable[str] = USABLE) -> pd.DataFrame:
-        """Mean, std (ddof=1) and n of each metric per group, with ``trials`` and ``excluded``
-        counts (:func:`sweeplab.results.tables.summary`).
+                include: Iterable[str] = USABLE, at_iteration: int | None = None) -> pd.DataFrame:
+        """Mean, std (ddof=1) and n of each metric per group, with ``iterations``, ``trials``
+        and ``excluded``; ``attrs["mixed_budgets"]`` says when the means mix budgets
+        (:func:`sweeplab.results.tables.summary`).
 
         Raises:
             SweepError: a metric the trials did not report, or an unknown group column.
         """
         from sweeplab.results import tables
 
-        return tables.summary(self, group_by, metrics, include)
+        return tables.summary(self, group_by, metrics, include, at_iteration)
 
     def table(self, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
-              fmt: str = "markdown", digits: int = 4, status: Iterable[str] | None = None) -> str:
+              fmt: str = "markdown", digits: int = 4, status: Iterable[str] | None = None,
+              at_iteration: int | None = None) -> str:
         """The sweep as a printable table: one row per trial, or with ``group_by`` one row per
         group with ``mean ± std`` and ``n`` (:func:`sweeplab.results.tables.table`).
 
@@ -324,28 +329,30 @@ class Sweep:
         """
         from sweeplab.results import tables
 
-        return tables.table(self, group_by, metrics, fmt, digits, status)
+        return tables.table(self, group_by, metrics, fmt, digits, status, at_iteration)
 
-    def group_values(self, metric: str | None = None,
-                     group_by: Iterable[str] | None = None) -> dict[str, np.ndarray]:
-        """The finite last values of ``metric`` of the usable trials, per group
-        (:func:`sweeplab.results.stats.group_values`)."""
+    def group_values(self, metric: str | None = None, group_by: Iterable[str] | None = None,
+                     include: Iterable[str] = USABLE, at_iteration: int | None = None) -> dict[str, np.ndarray]:
+        """The finite values of ``metric`` per group: last values of the ``include`` statuses,
+        or every trial's at ``at_iteration`` (:func:`sweeplab.results.stats.group_values`)."""
         from sweeplab.results import stats
 
-        return stats.group_values(self, metric, group_by)
+        return stats.group_values(self, metric, group_by, include, at_iteration)
 
-    def compare(self, metric: str | None = None, group_by: Iterable[str] | None = None) -> pd.DataFrame:
-        """Welch's t-test (scipy) of each group against the best group on ``metric``
-        (:func:`sweeplab.results.stats.welch_against_best`).
+    def compare(self, metric: str | None = None, group_by: Iterable[str] | None = None,
+                include: Iterable[str] = USABLE, at_iteration: int | None = None) -> pd.DataFrame:
+        """Welch's t-test (scipy) of each group against the best group (of at least 2 values)
+        on ``metric``, Holm- and BH-corrected (:func:`sweeplab.results.stats.welch_against_best`).
 
         Returns:
             A frame with one row per other group: ``group``, ``mean``, ``diff`` (group − best),
-            ``t``, ``p_value`` (two-sided), ``n``. With fewer than 2 trials in a group the
-            test is undefined and ``p_value`` is NaN.
+            ``t``, ``p_value`` (two-sided), ``p_holm``, ``p_bh``, ``n``, ``note``. With fewer
+            than 2 trials in a group the test is undefined: ``p_value`` is NaN and ``note``
+            says why.
         """
         from sweeplab.results import stats
 
-        return stats.welch_against_best(stats.group_values(self, metric, group_by),
+        return stats.welch_against_best(stats.group_values(self, metric, group_by, include, at_iteration),
                                         self.metric_mode(metric))
 
     def to_optuna_study(self, metric: str | None = None, at_iteration: int | None = None):

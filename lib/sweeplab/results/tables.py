@@ -71,7 +71,7 @@ def with_columns(sweep: Sweep, df: pd.DataFrame, names: list[str]) -> pd.DataFra
 
 
 def summary(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
-            include: Iterable[str] = USABLE) -> pd.DataFrame:
+            include: Iterable[str] = USABLE, at_iteration: int | None = None) -> pd.DataFrame:
     """Aggregate trials per group: for each metric its mean, std (ddof=1) and n.
 
     Args:
@@ -79,15 +79,25 @@ def summary(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterab
             ``variant`` for grids with variants, else every varied hyperparameter.
         metrics: metrics to aggregate (default: all the family's metrics).
         include: trial statuses kept (diverged and errored trials are counted separately
-            in the ``excluded`` column, never averaged).
+            in the ``excluded`` column, never averaged). Under an early-stopping scheduler the
+            default mixes budgets (a stopped trial's last value is from a shorter run):
+            ``attrs["mixed_budgets"]`` then says so; pass ``["completed"]`` or ``at_iteration``.
+        at_iteration: instead, every trial's values at this ``training_iteration`` (trials
+            that never reached it are counted as ``excluded``): one budget for every trial.
 
     Returns:
-        A frame indexed by group with columns ``(metric, "mean"|"std"|"n")``, plus ``trials``
-        and ``excluded``; sorted best first when the job's metric is among ``metrics``.
+        A frame indexed by group with columns ``(metric, "mean"|"std"|"n")`` (n is 0 for a
+        group without values), ``iterations`` (the budgets averaged: ``"4"`` or ``"1-4"``),
+        ``trials`` and ``excluded``; sorted best first when the job's metric is among
+        ``metrics``. ``attrs["mixed_budgets"]``: ``(fewest, most)`` iterations when the
+        averaged trials ran different numbers of iterations, else None.
 
     Raises:
-        SweepError: a metric the trials did not report, or an unknown group column.
+        SweepError: a metric the trials did not report, an unknown group column, or no trial
+            reached ``at_iteration``.
     """
+    from sweeplab.results.stats import values_at_iteration
+
     group_by = list(group_by) if group_by else sweep.default_group_by()
     df = with_columns(sweep, sweep.dataframe(), group_by)
     if metrics:
@@ -95,7 +105,10 @@ def summary(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterab
     else:  # every reported metric that some trial has
         metrics = [m for m in sweep.metric_names if m in df.columns and df[m].notna().any()]
     keyed = df.assign(**{g: group_labels(df[g]) for g in group_by})
-    kept = keyed[keyed["status"].isin(list(include))]
+    if at_iteration is not None:
+        kept = values_at_iteration(sweep, keyed, metrics, at_iteration)
+    else:
+        kept = keyed[keyed["status"].isin(list(include))]
     agg = {}
     for m in metrics:
         values = pd.to_numeric(kept[m], errors="coerce")
@@ -105,31 +118,61 @@ def summary(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterab
         agg[(m, "n")] = grouped.count()
     out = pd.DataFrame(agg)
     counts = keyed.groupby(group_by, sort=False).size()
-    excluded = keyed[~keyed["status"].isin(list(include))].groupby(group_by, sort=False).size()
     out = out.reindex(counts.index)
+    for m in metrics:  # a group whose trials were all excluded has n = 0, not NaN
+        out[(m, "n")] = out[(m, "n")].fillna(0).astype(int)
+    iters = pd.to_numeric(kept["training_iteration"], errors="coerce").groupby([kept[g] for g in group_by],
+                                                                              sort=False)
+    out[("iterations", "")] = [_span(iters.min().get(k), iters.max().get(k)) for k in counts.index]
     out[("trials", "")] = counts
-    out[("excluded", "")] = excluded.reindex(counts.index).fillna(0).astype(int)
+    out[("excluded", "")] = (counts - kept.groupby(group_by, sort=False).size().reindex(counts.index)
+                             .fillna(0)).astype(int)
     if sweep.metric in metrics:
         out = out.sort_values((sweep.metric, "mean"), ascending=sweep.mode == "min", na_position="last")
+    spans = pd.to_numeric(kept["training_iteration"], errors="coerce").dropna()
+    out.attrs["mixed_budgets"] = ((int(spans.min()), int(spans.max()))
+                                  if len(spans) and spans.min() != spans.max() else None)
     return out
 
 
+def _span(low: Any, high: Any) -> str:
+    """``"4"`` or ``"1-4"`` (iterations), ``""`` for a group without trials."""
+    if missing(low) or missing(high):
+        return ""
+    return f"{int(low)}" if low == high else f"{int(low)}-{int(high)}"
+
+
+def mixed_budget_note(attrs: dict[str, Any]) -> str:
+    """One line saying that a table's means mix budgets and how to avoid it ("" when they don't)."""
+    span = attrs.get("mixed_budgets")
+    if not span:
+        return ""
+    return (f"note: these means mix trials stopped at different budgets ({span[0]}-{span[1]} iterations; see "
+            "the iterations column); --status completed keeps full-budget trials only, --at-iteration N "
+            "scores every trial at N")
+
+
 def table(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterable[str] | None = None,
-          fmt: str = "markdown", digits: int = 4, status: Iterable[str] | None = None) -> str:
+          fmt: str = "markdown", digits: int = 4, status: Iterable[str] | None = None,
+          at_iteration: int | None = None) -> str:
     """The sweep as a printable table.
 
     Without ``group_by``: one row per trial (status, varied hyperparameters, seed,
     iterations, metrics). With ``group_by``: one row per group, each metric as
-    ``mean ± std`` over the group's trials with ``n`` (the seeds' tables, with statistics).
+    ``mean ± std`` over the group's trials with ``n`` (the seeds' tables, with statistics);
+    when those trials ran different budgets the ``iterations`` column shows the span and a
+    markdown table ends with a note saying so.
 
     Args:
         group_by: columns to aggregate over (see :func:`summary`).
         metrics: metrics shown (default: all the family's metrics).
-        fmt: ``markdown`` | ``csv`` | ``latex`` | ``html``.
+        fmt: ``markdown`` | ``csv`` | ``latex`` | ``html``; LaTeX escapes ``_``, ``%``, ``&``
+            ... and writes ``±`` as ``$\\pm$``, so the table compiles (with ``booktabs``).
         digits: significant digits of the numbers.
         status: trial statuses to show (e.g. ``["completed"]`` to leave out trials ASHA
             stopped at a shorter budget); default: every trial, and in grouped tables the
             completed, stopped and unfinished ones (the rest counted as ``excluded``).
+        at_iteration: grouped tables only: every trial's values at this iteration.
 
     Raises:
         SweepError: unknown format, group column or status.
@@ -141,11 +184,14 @@ def table(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterable
     if unknown:
         raise SweepError(f"--status {', '.join(unknown)}: not a trial status; choose from "
                          f"{', '.join(STATUSES)}")
+    note = ""
     if group_by:
-        frame = grouped_frame(summary(sweep, group_by, metrics, include=status or USABLE), digits)
+        summ = summary(sweep, group_by, metrics, include=status or USABLE, at_iteration=at_iteration)
+        frame, note = grouped_frame(summ, digits), mixed_budget_note(summ.attrs)
     else:
         frame = trial_frame(sweep, metrics, digits, status)
-    return render(frame, fmt)
+    text = render(frame, fmt)
+    return text + f"\n\n{note}" if note and fmt == "markdown" else text
 
 
 def trial_frame(sweep: Sweep, metrics: Iterable[str] | None, digits: int,
@@ -173,11 +219,13 @@ def grouped_frame(summary_frame: pd.DataFrame, digits: int) -> pd.DataFrame:
     the first metric) and ``excluded``."""
     out = pd.DataFrame(index=summary_frame.index)
     metrics = [m for m in dict.fromkeys(c[0] for c in summary_frame.columns)
-               if m not in ("trials", "excluded")]
+               if m not in ("trials", "excluded", "iterations")]
     for m in metrics:
         out[m] = [plus_minus(mu, sd, digits)
                   for mu, sd in zip(summary_frame[(m, "mean")], summary_frame[(m, "std")])]
     out["n"] = summary_frame[(metrics[0], "n")] if metrics else 0
+    if ("iterations", "") in summary_frame:
+        out["iterations"] = summary_frame[("iterations", "")]
     out["excluded"] = summary_frame[("excluded", "")]
     return out.reset_index()
 
@@ -207,5 +255,26 @@ def render(frame: pd.DataFrame, fmt: str) -> str:
     if fmt == "csv":
         return frame.to_csv(index=False)
     if fmt == "latex":
-        return frame.to_latex(index=False)
+        return latex(frame)
     return frame.to_html(index=False)
+
+
+def latex(frame: pd.DataFrame) -> str:
+    """``frame`` as a LaTeX ``tabular`` (booktabs rules) that compiles with pdflatex: ``_``,
+    ``%``, ``&``, ``#``, ``$`` ... escaped by pandas, ``±`` and ``≈`` written as math."""
+    symbols = {"±": ("PLUSMINUSTOKEN", "$\\pm$"), "≈": ("APPROXTOKEN", "$\\approx$")}
+
+    def swap(v: Any) -> Any:
+        if isinstance(v, str):
+            for sym, (token, _) in symbols.items():
+                v = v.replace(sym, token)
+        return v
+
+    swapped = frame.rename(columns=swap)
+    for c in swapped.columns:
+        if swapped[c].dtype == object:
+            swapped[c] = swapped[c].map(swap)
+    text = swapped.to_latex(index=False, escape=True)
+    for token, math_text in symbols.values():
+        text = text.replace(token, math_text)
+    return text

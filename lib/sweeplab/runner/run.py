@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from sweeplab.runner import cluster, repairs
+from sweeplab.runner import cluster, record, repairs
 from sweeplab.runner.data import prepare_data
 from sweeplab.runner.folder import (SweepError, experiment_path, has_tuner_state, is_uri, locate_sweep, read_job,
                                     resolve_storage, save_job)
@@ -84,11 +84,14 @@ def _new_tuner(spec: JobSpec, data: Any, storage: str, exp_path: str, verbose: i
     from ray import tune
 
     search_alg, num_trials, scheduler = search
+    # several objectives: the searcher gets them (OptunaSearch takes lists); Ray's TuneConfig
+    # takes one metric, which only a scheduler or Ray's own best-result needs, so it gets none
+    metric, mode = (None, None) if spec.multi_objective else (spec.metric, spec.resolved_mode())
     return tune.Tuner(
         make_trainable(spec, data, exp_path),
         param_space=dict(spec.train),
         tune_config=tune.TuneConfig(
-            metric=spec.metric, mode=spec.resolved_mode(), search_alg=search_alg,
+            metric=metric, mode=mode, search_alg=search_alg,
             scheduler=scheduler, num_samples=num_trials,
             max_concurrent_trials=spec.search.max_concurrent, time_budget_s=spec.search.time_budget_s,
             reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
@@ -96,10 +99,35 @@ def _new_tuner(spec: JobSpec, data: Any, storage: str, exp_path: str, verbose: i
             name=spec.name, storage_path=storage, verbose=verbose,
             # with s3:// or gs:// storage, images written in the trial's working dir are uploaded
             sync_config=tune.SyncConfig(sync_artifacts=is_uri(storage)),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep),
+            checkpoint_config=_checkpoint_config(spec),
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
             callbacks=_callbacks(spec)),
     )
+
+
+def _checkpoint_config(spec: JobSpec):
+    """Ray's ``CheckpointConfig``: the latest ``keep`` checkpoints, or with ``checkpoint.score``
+    the ``keep`` best by that metric (Ray keeps the latest as well, for resuming)."""
+    from ray import tune
+
+    score = spec.checkpoint.score
+    if score is None:
+        return tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep)
+    if score in spec.objectives():
+        order = spec.resolved_modes()[spec.objectives().index(score)]
+    else:
+        order = spec.family().metric_table()[score].mode
+    return tune.CheckpointConfig(num_to_keep=spec.checkpoint.keep, checkpoint_score_attribute=score,
+                                 checkpoint_score_order=order)
+
+
+def _record(spec: JobSpec, exp_path: str, event: str) -> None:
+    """Append this session to the sweep folder's reproducibility record (:mod:`.record`)."""
+    job = spec.model_dump(mode="json")
+    root = spec.data.resolved_root()
+    if root is not None:
+        job["data"]["root"] = str(root)
+    record.write_record(exp_path, job, event)
 
 
 def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | None = None,
@@ -132,6 +160,7 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
     data = prepare_data(spec)  # before Ray starts: bad data fails fast
     _start_ray(spec, address, num_cpus, dashboard, storage)
     save_job(spec, exp_path)
+    _record(spec, exp_path, "run")
     results = _new_tuner(spec, data, storage, exp_path, verbose, search).fit()
     repairs.record_lost_errors(exp_path, results)
     return exp_path, results
@@ -170,6 +199,7 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
     _start_ray(spec, address, num_cpus, dashboard, exp_path)
     if not is_uri(exp_path):
         _repair_local_folder(exp_path)
+    _record(spec, exp_path, "resume")
     from ray import tune
 
     tuner = tune.Tuner.restore(exp_path, trainable=make_trainable(spec, data, exp_path),

@@ -1,8 +1,9 @@
 """Samplers and schedulers: what proposes a sweep's trials and what stops them early.
 
-Searchers: Optuna (TPE, random, CMA-ES) through Ray Tune's ``OptunaSearch`` with a
-define-by-run space (so conditional parameters work), sweeplab's ``PointsSearcher`` for grids;
-``Repeater`` runs each Optuna configuration with several seeds. Scheduling: ``ASHAScheduler``.
+Searchers: Optuna (TPE, random, CMA-ES, GP, QMC, NSGA-II; several objectives for all but CMA-ES)
+through Ray Tune's ``OptunaSearch`` with a define-by-run space (so conditional parameters work),
+sweeplab's ``PointsSearcher`` for grids; ``Repeater`` runs each Optuna configuration with several
+seeds. Scheduling: Ray Tune's ASHA, HyperBand or median stopping rule.
 """
 from __future__ import annotations
 
@@ -43,25 +44,40 @@ DefineByRunSpace.__module__ = "sweeplab.runner"
 
 
 def _optuna_sampler(spec: JobSpec):
+    """The Optuna sampler of ``search.sampler``, seeded by ``search.seed``.
+
+    TPE (multivariate, grouped: conditional spaces), random, CMA-ES, GP (Gaussian-process
+    Bayesian optimisation, ``GPSampler``), QMC (scrambled Sobol points, ``QMCSampler``), NSGA-II
+    (``NSGAIISampler``, population 50 or ``num_samples // 2``, at least 2). TPE, GP, NSGA-II,
+    QMC and random take several objectives; the spec refuses CMA-ES for them.
+    """
     import warnings
 
     import optuna
 
     s = spec.search
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if s.sampler == "tpe":
-        startup = min(10, max(3, s.num_samples // 3))
-        with warnings.catch_warnings():  # multivariate/group TPE are marked experimental by Optuna
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+    startup = min(10, max(3, s.num_samples // 3))
+    with warnings.catch_warnings():  # multivariate/group TPE, GP and QMC are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if s.sampler == "tpe":
             return optuna.samplers.TPESampler(seed=s.seed, n_startup_trials=startup, multivariate=True,
                                               group=True)
-    if s.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=s.seed)
-    return optuna.samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False)
+        if s.sampler == "random":
+            return optuna.samplers.RandomSampler(seed=s.seed)
+        if s.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=s.seed, n_startup_trials=startup, warn_independent_sampling=False)
+        if s.sampler == "qmc":
+            return optuna.samplers.QMCSampler(qmc_type="sobol", scramble=True, seed=s.seed,
+                                              warn_independent_sampling=False, warn_asynchronous_seeding=False)
+        if s.sampler == "nsga2":
+            return optuna.samplers.NSGAIISampler(population_size=max(2, min(50, s.num_samples // 2)), seed=s.seed)
+        return optuna.samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False)
 
 
 def build_search(spec: JobSpec):
-    """The search algorithm and the number of trials for a job.
+    """The search algorithm and the number of trials for a job (several objectives: Optuna
+    gets the lists of metrics and modes).
 
     Returns:
         ``(search_alg, num_trials)``.
@@ -81,19 +97,30 @@ def build_search(spec: JobSpec):
 
     from ray.tune.search.optuna import OptunaSearch
 
-    alg = OptunaSearch(space=DefineByRunSpace(dict(s.space)), metric=spec.metric,
-                       mode=spec.resolved_mode(), sampler=_optuna_sampler(spec))
+    metric, mode = ((spec.objectives(), spec.resolved_modes()) if spec.multi_objective
+                    else (spec.metric, spec.resolved_mode()))
+    alg = OptunaSearch(space=DefineByRunSpace(dict(s.space)), metric=metric, mode=mode,
+                       sampler=_optuna_sampler(spec))
     if spec.repeats > 1:
         alg = Repeater(alg, repeat=spec.repeats, set_index=True)
     return alg, s.num_samples * spec.repeats
 
 
 def build_scheduler(spec: JobSpec):
-    """ASHA as the job says, or None (Ray's FIFO)."""
-    if spec.scheduler.type == "none":
+    """The job's early-stopping scheduler from Ray Tune on its objective, or None (Ray's FIFO):
+    ``ASHAScheduler``, ``HyperBandScheduler`` (synchronous HyperBand; both brackets and rungs
+    count ``training_iteration``), ``MedianStoppingRule`` (stops a trial whose best result so
+    far is worse than the median of the other trials' running averages at that iteration)."""
+    sched = spec.scheduler
+    if sched.type == "none":
         return None
-    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.schedulers import ASHAScheduler, HyperBandScheduler, MedianStoppingRule
 
+    if sched.type == "hyperband":
+        return HyperBandScheduler(time_attr="training_iteration", max_t=spec.max_iterations(),
+                                  reduction_factor=sched.reduction_factor)
+    if sched.type == "median":
+        return MedianStoppingRule(time_attr="training_iteration", grace_period=sched.grace_period,
+                                  min_samples_required=sched.min_samples_required)
     return ASHAScheduler(time_attr="training_iteration", max_t=spec.max_iterations(),
-                         grace_period=spec.scheduler.grace_period,
-                         reduction_factor=spec.scheduler.reduction_factor)
+                         grace_period=sched.grace_period, reduction_factor=sched.reduction_factor)

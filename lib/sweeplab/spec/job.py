@@ -6,9 +6,13 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from sweeplab.spec.hypotheses import HypothesisSpec
 from sweeplab.spec.space import SearchSpec, _Strict
+
+#: schedulers that stop trials early (their trials' last results mix budgets)
+EARLY_STOPPING = ("asha", "hyperband", "median")
 
 
 # --------------------------------------------------------------------------------------------
@@ -36,12 +40,31 @@ class DataSpec(_Strict):
 
 
 class SchedulerSpec(_Strict):
-    """``scheduler:`` ASHA (asynchronous successive halving, Li et al. 2020) or none."""
+    """``scheduler:`` what stops trials early, from Ray Tune: ``asha`` (asynchronous successive
+    halving, Li et al. 2020), ``hyperband`` (Li et al. 2018, Ray's synchronous
+    ``HyperBandScheduler``), ``median`` (median stopping rule, Golovin et al. 2017, Google
+    Vizier), or ``none`` (every trial runs its budget)."""
 
-    type: Literal["asha", "none"] = "asha"
-    max_t: int | None = Field(None, ge=1, description="iterations a trial may run (default: the family's)")
-    grace_period: int = Field(1, ge=1, description="iterations before ASHA may stop a trial")
-    reduction_factor: float = Field(3.0, gt=1)
+    type: Literal["asha", "hyperband", "median", "none"] = "asha"
+    max_t: int | None = Field(None, ge=1, description="asha, hyperband: iterations a trial may run "
+                                                      "(default: the family's)")
+    grace_period: int = Field(1, ge=1, description="asha, median: iterations before a trial may be stopped")
+    reduction_factor: float = Field(3.0, gt=1, description="asha, hyperband: keep 1/reduction_factor a rung")
+    min_samples_required: int = Field(3, ge=1, description="median: trials that must have reached an "
+                                                           "iteration before the median there stops one")
+
+    @model_validator(mode="after")
+    def _fields_of_type(self) -> "SchedulerSpec":
+        own = {"asha": {"max_t", "grace_period", "reduction_factor"},
+               "hyperband": {"max_t", "reduction_factor"},
+               "median": {"grace_period", "min_samples_required"}, "none": set()}[self.type]
+        # saved jobs list every field at its default: only a changed value of another type's setting is an error
+        stray = sorted(k for k in self.model_fields_set - own - {"type"}
+                       if getattr(self, k) != type(self).model_fields[k].default)
+        if stray:
+            raise ValueError(f"scheduler.{stray[0]}: not a setting of scheduler type {self.type!r} "
+                             f"(it takes {', '.join(sorted(own)) or 'none'})")
+        return self
 
 
 class ResourcesSpec(_Strict):
@@ -56,6 +79,9 @@ class CheckpointSpec(_Strict):
 
     every: int = Field(1, ge=1, description="iterations between checkpoints (and always at the end)")
     keep: int | None = Field(2, ge=1, description="checkpoints kept per trial (null: all)")
+    score: str | None = Field(None, description="keep the checkpoints with the best values of this metric "
+                              "(Ray's checkpoint_score_attribute) instead of the latest; the latest is "
+                              "kept too, so a trial still resumes where it stopped")
 
 
 class FailureSpec(_Strict):
@@ -79,8 +105,8 @@ class JobSpec(_Strict):
     data: DataSpec
     train: dict[str, Any] = Field(default_factory=dict)
     search: SearchSpec = Field(default_factory=SearchSpec)
-    metric: str
-    mode: Literal["min", "max"] | None = None
+    metric: str | list[str] = Field(description="the objective, or a list of objectives (multi-objective)")
+    mode: Literal["min", "max"] | list[Literal["min", "max"] | None] | None = None
     scheduler: SchedulerSpec = Field(default_factory=SchedulerSpec)
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
     repeats: int = Field(1, ge=1)
@@ -88,6 +114,21 @@ class JobSpec(_Strict):
     failure: FailureSpec = Field(default_factory=FailureSpec)
     logging: LoggingSpec = Field(default_factory=LoggingSpec)
     storage_path: str | None = None
+    hypotheses: list[HypothesisSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _objectives(self) -> "JobSpec":
+        metrics = self.objectives()
+        if not metrics or len(set(metrics)) != len(metrics):
+            raise ValueError(f"metric: give one metric or a list of distinct metrics (got {self.metric!r})")
+        if isinstance(self.mode, list) and len(self.mode) != len(metrics):
+            raise ValueError(f"mode: {len(self.mode)} modes for {len(metrics)} metrics; give one mode per metric")
+        if isinstance(self.mode, list) and not isinstance(self.metric, list):
+            raise ValueError("mode: a list of modes needs a list of metrics")
+        if isinstance(self.metric, list) and len(self.metric) == 1:
+            self.metric = self.metric[0]
+            self.mode = self.mode[0] if isinstance(self.mode, list) else self.mode
+        return self
 
     # -- derived ---------------------------------------------------------------------------------
     def family(self):
@@ -100,17 +141,47 @@ class JobSpec(_Strict):
 
         return get_family(self.trainable)
 
+    def objectives(self) -> list[str]:
+        """The objective metrics: ``[metric]``, or the list of a multi-objective job."""
+        return list(self.metric) if isinstance(self.metric, list) else [self.metric]
+
+    @property
+    def multi_objective(self) -> bool:
+        """True for a job with several objectives (a Pareto front, no single best)."""
+        return len(self.objectives()) > 1
+
+    @property
+    def primary_metric(self) -> str:
+        """The first objective: what tables sort by and single-metric views show."""
+        return self.objectives()[0]
+
+    def resolved_modes(self) -> list[str]:
+        """The mode of each objective: ``mode:`` (one for all, or one each), else the metric's
+        declared direction.
+
+        Raises:
+            ValueError: an objective has no natural mode and the job sets none (the spec's
+                validation reports this first).
+        """
+        metrics = self.objectives()
+        modes = self.mode if isinstance(self.mode, list) else [self.mode] * len(metrics)
+        table = self.family().metric_table()
+        out = []
+        for metric, mode in zip(metrics, modes):
+            mode = mode or table[metric].mode
+            if mode is None:
+                raise ValueError(f"metric: {metric!r} has no better direction; set mode: min or max")
+            out.append(mode)
+        return out
+
     def resolved_mode(self) -> str:
-        """``mode``, or the objective's natural mode declared by the family.
+        """The (first) objective's mode: ``mode``, or its natural mode declared by the family.
 
         Raises:
             ValueError: the objective has no natural mode (``Metric.mode is None``) and the job
                 sets no ``mode:`` (the spec's validation reports this first).
         """
-        mode = self.mode or self.family().metric_table()[self.metric].mode
-        if mode is None:
-            raise ValueError(f"metric: {self.metric!r} has no better direction; set mode: min or max")
-        return mode
+        return self.resolved_modes()[0]
 
     def family_config(self, extra: dict[str, Any] | None = None):
         """The family's Config for the fixed ``train`` values (plus ``extra``), validated."""
@@ -125,7 +196,7 @@ class JobSpec(_Strict):
 
         from sweeplab.spec.space import CategoricalParam
 
-        if self.scheduler.type == "asha" and self.scheduler.max_t:
+        if self.scheduler.type in ("asha", "hyperband") and self.scheduler.max_t:
             return self.scheduler.max_t
         fam = self.family()
         probes: list[dict[str, Any]] = [{}]

@@ -228,29 +228,64 @@ def _value_problems(spec: JobSpec, fam: Any) -> list[str]:
 
 
 def _objective_problems(spec: JobSpec, fam: Any, *, ready: bool) -> list[str]:
-    """The objective and its mode, ASHA, resources and mixed precision."""
+    """The objectives and their modes, the scheduler, checkpoints by score, resources, mixed
+    precision and the hypotheses."""
+    from sweeplab.spec.hypotheses import hypothesis_problems
+
     problems: list[str] = []
     table = fam.metric_table()
-    if spec.metric not in table:
-        problems.append(f"metric: {spec.trainable} does not report {spec.metric!r}; "
-                        f"it reports: {', '.join(sorted(table))}")
-    elif spec.mode is None and table[spec.metric].mode is None:
-        problems.append(f"metric: {spec.metric!r} ({table[spec.metric].description}) has no better "
-                        "direction; say which you want with mode: min or mode: max")
-    if spec.repeats > 1 and spec.scheduler.type == "asha":
-        problems.append("repeats: ASHA would stop the seeds of one configuration at different budgets, "
-                        "so their mean ± std would mix budgets; set scheduler: {type: none} or repeats: 1")
-    if spec.scheduler.type == "asha" and ready and not problems:
-        max_t = spec.max_iterations()
-        if spec.scheduler.grace_period > max_t:
-            problems.append(f"scheduler.grace_period: {spec.scheduler.grace_period} is above max_t={max_t} "
-                            "(the iterations a trial runs); lower it")
+    modes = spec.mode if isinstance(spec.mode, list) else [spec.mode] * len(spec.objectives())
+    for metric, mode in zip(spec.objectives(), modes):
+        if metric not in table:
+            problems.append(f"metric: {spec.trainable} does not report {metric!r}; "
+                            f"it reports: {', '.join(sorted(table))}")
+        elif mode is None and table[metric].mode is None:
+            problems.append(f"metric: {metric!r} ({table[metric].description}) has no better "
+                            "direction; say which you want with mode: min or mode: max")
+    problems += _scheduler_problems(spec, ready=ready and not problems)
+    problems += _sampler_problems(spec)
+    if spec.checkpoint.score is not None:
+        score = spec.checkpoint.score
+        if score not in table:
+            problems.append(f"checkpoint.score: {spec.trainable} does not report {score!r}; "
+                            f"it reports: {', '.join(sorted(table))}")
+        elif score not in spec.objectives() and table[score].mode is None:
+            problems.append(f"checkpoint.score: {score!r} has no better direction; score by an objective")
     if spec.resources.gpu > 1 and spec.resources.gpu != int(spec.resources.gpu):
         problems.append(f"resources.gpu: {spec.resources.gpu} GPUs: use a fraction below 1 or a whole number")
     if not fam.supports_amp and _may_set(spec, "amp", True):
         problems.append(f"train.amp: {spec.trainable} has no mixed-precision path (it would train in float32 "
                         "and say nothing); remove amp: true")
+    if ready and not problems:
+        problems += hypothesis_problems(spec, fam)
     return problems
+
+
+def _scheduler_problems(spec: JobSpec, *, ready: bool) -> list[str]:
+    """Early stopping against repeats and several objectives; ASHA's grace period against max_t."""
+    sched = spec.scheduler
+    problems = []
+    if spec.repeats > 1 and sched.type != "none":
+        name = "ASHA" if sched.type == "asha" else f"the {sched.type} scheduler"
+        problems.append(f"repeats: {name} would stop the seeds of one configuration at different budgets, "
+                        "so their mean ± std would mix budgets; set scheduler: {type: none} or repeats: 1")
+    if spec.multi_objective and sched.type != "none":
+        problems.append(f"scheduler: {sched.type} ranks trials on one metric at each rung, which cannot rank a "
+                        f"Pareto front of {', '.join(spec.objectives())}; set scheduler: {{type: none}} for a "
+                        "multi-objective job")
+    if sched.type == "asha" and ready and not problems:
+        max_t = spec.max_iterations()
+        if sched.grace_period > max_t:
+            problems.append(f"scheduler.grace_period: {sched.grace_period} is above max_t={max_t} "
+                            "(the iterations a trial runs); lower it")
+    return problems
+
+
+def _sampler_problems(spec: JobSpec) -> list[str]:
+    """Samplers that cannot take several objectives."""
+    if spec.multi_objective and spec.search.sampler == "cmaes":
+        return ["search.sampler: cmaes optimises one objective; for several use nsga2, tpe, gp, qmc or random"]
+    return []
 
 
 def _may_set(spec: JobSpec, key: str, value: Any) -> bool:

@@ -91,7 +91,9 @@ Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discrimin
 class SearchSpec(_Strict):
     """``search:`` the space, the sampler and the budget."""
 
-    sampler: Literal["tpe", "random", "cmaes", "grid"] = Field("tpe", description="Optuna sampler; grid (ours) is the default when the space is empty")
+    sampler: Literal["tpe", "random", "cmaes", "gp", "qmc", "nsga2", "grid"] = Field(
+        "tpe", description="Optuna sampler (tpe, random, cmaes, gp: Gaussian process, qmc: quasi-Monte Carlo "
+                           "Sobol, nsga2: NSGA-II); grid (ours) is the default when the space is empty")
     seed: int = 0
     num_samples: int = Field(8, ge=1, description="distinct configurations (each run `repeats` times)")
     max_concurrent: int | None = Field(None, ge=1)
