@@ -87,6 +87,14 @@ def test_hebbian_stores_orthogonal_patterns_and_can_cycle():
     pair = HopfieldNetwork(torch.tensor([[1.0, 1.0]]), "hebbian")
     cyc = pair.run(torch.tensor([[1.0, -1.0]]), max_steps=7)
     assert not bool(cyc.converged[0]) and int(cyc.steps[0]) == 7 and cyc.final.tolist() == [[-1.0, 1.0]]
+    # Hebbian W is not positive semi-definite: a synchronous sign update can raise the classic energy
+    pats = torch.tensor([[-1.0, -1, 1, -1, -1, 1], [-1, 1, 1, -1, -1, -1], [1, -1, 1, -1, -1, -1]])
+    net = HopfieldNetwork(pats, "hebbian")
+    out = net.run(torch.tensor([[-1.0, -1, -1, -1, 1, 1]]), max_steps=20, keep_energies=True)
+    classic = [float(-0.5 * x @ net.weights @ x) for x in (torch.tensor([-1.0, -1, -1, -1, 1, 1]).double(),
+                                                          net.step(torch.tensor([[-1.0, -1, -1, -1, 1, 1]]).double())[0])]
+    assert classic[1] > classic[0] and float(out.energies[1, 0]) == pytest.approx(classic[1])
+    assert bool(out.energy_rose[0])
 
 
 def test_q1_attractors_iterations_and_the_spurious_corner():

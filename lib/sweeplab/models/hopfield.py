@@ -107,7 +107,8 @@ class Retrieval:
         converged: ``[B]`` bool, the state stopped changing within ``max_steps`` updates.
         energy: ``[B]`` float64 energy of the final state.
         energy_rose: ``[B]`` bool, the energy rose (by more than 1e-9 relative) at some update
-            between states of ``[-1, 1]^N`` (a start outside the box is an input, not a state).
+            between states (:meth:`HopfieldNetwork.is_state`; a start that is not a state, such as
+            a noisy probe outside the box, is an input).
         energies: ``[steps + 1, B]`` energy of every state, when asked for.
     """
 
@@ -157,6 +158,13 @@ class HopfieldNetwork:
         keep = torch.where(x < 0, -1.0, 1.0).to(field.dtype)
         return torch.where(field > 0, 1.0, torch.where(field < 0, -1.0, keep)).to(field.dtype)
 
+    def is_state(self, x: torch.Tensor) -> torch.Tensor:
+        """``[B]`` bool: each row is a state of the network, in ``[-1, 1]^N`` (``newhop``) or a
+        corner of it (``hebbian``), not just an input."""
+        if self.rule == "newhop":
+            return (x.abs() <= 1.0).all(-1)
+        return (x.abs() == 1.0).all(-1)
+
     def energy(self, x: torch.Tensor) -> torch.Tensor:
         """``E(x) = -1/2 x^T W x - b^T x - 1/2 sum_i (1 - x_i^2)`` of states ``[B, N]`` -> ``[B]``."""
         return -0.5 * ((x @ self.weights) * x).sum(-1) - x @ self.bias - 0.5 * (1.0 - x * x).sum(-1)
@@ -181,7 +189,7 @@ class HopfieldNetwork:
         active = torch.ones(b, dtype=torch.bool)
         rose = torch.zeros(b, dtype=torch.bool)
         e = self.energy(x)
-        in_box = (x.abs() <= 1.0).all(-1)
+        in_box = self.is_state(x)
         energies = [e.clone()] if keep_energies else None
         for _ in range(max_steps):
             if not bool(active.any()):
