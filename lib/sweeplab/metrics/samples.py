@@ -19,6 +19,7 @@ Everything here is NumPy/SciPy/scikit-learn on arrays; nothing trains.
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 
@@ -187,10 +188,12 @@ def frechet_distance(mu1: np.ndarray, cov1: np.ndarray, mu2: np.ndarray, cov2: n
     if mu1.shape != mu2.shape or cov1.shape != cov2.shape or cov1.shape != (len(mu1), len(mu1)):
         raise ValueError(f"frechet_distance: means {mu1.shape}, {mu2.shape} and covariances {cov1.shape}, "
                          f"{cov2.shape} must be [F] and [F, F]")
-    covmean = linalg.sqrtm(cov1 @ cov2)
-    if not np.isfinite(covmean).all():  # singular product: FID's usual offset on the diagonals
-        offset = np.eye(len(mu1)) * 1e-6
-        covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
+    with warnings.catch_warnings():  # a singular product (e.g. dead features) is handled below
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(cov1 @ cov2)
+        if not np.isfinite(covmean).all():  # FID's usual offset on the diagonals
+            offset = np.eye(len(mu1)) * 1e-6
+            covmean = linalg.sqrtm((cov1 + offset) @ (cov2 + offset))
     covmean = np.real(covmean)
     value = float(((mu1 - mu2) ** 2).sum() + np.trace(cov1) + np.trace(cov2) - 2.0 * np.trace(covmean))
     return max(value, 0.0) if math.isfinite(value) else value
