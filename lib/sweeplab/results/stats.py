@@ -29,14 +29,15 @@ def group_values(sweep: Sweep, metric: str | None = None, group_by: Iterable[str
     """
     metric = metric or sweep.metric
     group_by = list(group_by) if group_by else sweep.default_group_by()
-    df = with_columns(sweep, sweep.dataframe(), group_by)
+    every = with_columns(sweep, sweep.dataframe(), group_by)
+    key = pd.DataFrame({g: group_labels(every[g]) for g in group_by}, index=every.index).agg(" / ".join, axis=1)
     if at_iteration is not None:
-        df = values_at_iteration(sweep, df, [metric], at_iteration)
+        df = values_at_iteration(sweep, every, [metric], at_iteration)
     else:
-        df = df[df["status"].isin(list(include))]
-    key = pd.DataFrame({g: group_labels(df[g]) for g in group_by}, index=df.index).agg(" / ".join, axis=1)
-    return {k: pd.to_numeric(df.loc[key == k, metric], errors="coerce").dropna().to_numpy()
-            for k in key.unique()}
+        df = every[every["status"].isin(list(include))]
+    # every group of the sweep is listed; one whose trials are all left out has no values (n = 0)
+    return {k: pd.to_numeric(df.loc[df.index.intersection(key.index[key == k]), metric],
+                             errors="coerce").dropna().to_numpy() for k in key.unique()}
 
 
 def values_at_iteration(sweep: Sweep, df: pd.DataFrame, metrics: Iterable[str], at_iteration: int) -> pd.DataFrame:

@@ -97,6 +97,8 @@ def trial_status(ray_status: str, last: Mapping[str, Any], budget: int) -> str:
         return "cancelled"  # ended before its first result (e.g. search.time_budget_s ran out)
     if ray_status == "TERMINATED":
         return "completed" if last.get("training_iteration", 0) >= budget else "stopped"
+    if ray_status == "PAUSED" and last.get("training_iteration", 0) >= budget:
+        return "completed"  # Ray's HyperBand may pause a trial at its last rung, after its last iteration
     return "unfinished"
 
 

@@ -272,7 +272,7 @@ def latex(frame: pd.DataFrame) -> str:
 
     swapped = frame.rename(columns=swap)
     for c in swapped.columns:
-        if swapped[c].dtype == object:
+        if not pd.api.types.is_numeric_dtype(swapped[c]):
             swapped[c] = swapped[c].map(swap)
     text = swapped.to_latex(index=False, escape=True)
     for token, math_text in symbols.values():
