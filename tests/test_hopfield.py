@@ -13,6 +13,9 @@ import torch
 
 from sweeplab.datasets.base import DatasetError, load_dataset
 from sweeplab.kit.loop import build_family
+
+#: build_family's default device asks Ray (trial_device), which starts a local Ray outside a trial
+CPU = torch.device("cpu")
 from sweeplab.models.hopfield import (HopfieldNetwork, attractor_table, hebbian_weights, newhop_weights,
                                       noisy_probes, random_starts, symmetric_starts)
 
@@ -90,9 +93,9 @@ def test_hebbian_stores_orthogonal_patterns_and_can_cycle():
     # Hebbian W is not positive semi-definite: a synchronous sign update can raise the classic energy
     pats = torch.tensor([[-1.0, -1, 1, -1, -1, 1], [-1, 1, 1, -1, -1, -1], [1, -1, 1, -1, -1, -1]])
     net = HopfieldNetwork(pats, "hebbian")
-    out = net.run(torch.tensor([[-1.0, -1, -1, -1, 1, 1]]), max_steps=20, keep_energies=True)
-    classic = [float(-0.5 * x @ net.weights @ x) for x in (torch.tensor([-1.0, -1, -1, -1, 1, 1]).double(),
-                                                          net.step(torch.tensor([[-1.0, -1, -1, -1, 1, 1]]).double())[0])]
+    start = torch.tensor([[-1.0, -1, -1, -1, 1, 1]], dtype=torch.float64)
+    out = net.run(start, max_steps=20, keep_energies=True)
+    classic = [float(-0.5 * x @ net.weights @ x) for x in (start[0], net.step(start)[0])]
     assert classic[1] > classic[0] and float(out.energies[1, 0]) == pytest.approx(classic[1])
     assert bool(out.energy_rose[0])
 
@@ -114,7 +117,7 @@ def test_q1_attractors_iterations_and_the_spurious_corner():
 
 def family(config: dict, dataset: str, **options):
     data = load_dataset(dataset, options=options)
-    return build_family("hopfield", config, data)
+    return build_family("hopfield", config, data, device=CPU)
 
 
 def test_family_on_q1_symmetric_starts_finds_six_spurious_fixed_points():
@@ -143,7 +146,7 @@ def test_prototypes_are_each_class_first_training_sample_binarised():
     from sweeplab.families.hopfield import stored_patterns
 
     data = load_dataset("digits")
-    fam = build_family("hopfield", {}, data)
+    fam = build_family("hopfield", {}, data, device=CPU)
     for c in (0, 7):
         first = data.x_train[np.flatnonzero(data.y_train == c)[0]].reshape(-1) / 255.0
         assert fam.net.patterns[c].tolist() == np.where(first > 0.5, 1.0, -1.0).tolist()

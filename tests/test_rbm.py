@@ -10,6 +10,9 @@ from sklearn.neural_network import BernoulliRBM as SklearnRBM
 
 from sweeplab.datasets.base import DataBundle
 from sweeplab.kit.loop import build_family
+
+#: build_family's default device asks Ray (trial_device), which starts a local Ray outside a trial
+CPU = torch.device("cpu")
 from sweeplab.models.rbm import BernoulliRBM, inpaint, row_mask, torch_uniform
 
 
@@ -108,7 +111,7 @@ def toy_bundle(n: int = 300) -> DataBundle:
 def test_family_trains_and_reports_sklearns_pseudo_likelihood_for_its_weights():
     data = toy_bundle()
     fam = build_family("rbm", {"n_components": 12, "learning_rate": 0.1, "batch_size": 10, "epochs": 10,
-                               "inpaint_rows": 1, "inpaint_steps": 20, "seed": 5}, data)
+                               "inpaint_rows": 1, "inpaint_steps": 20, "seed": 5}, data, device=CPU)
     first = {**fam.train_iteration(0), **fam.evaluate(0)}
     for it in range(1, 10):
         last = {**fam.train_iteration(it), **fam.evaluate(it)}
@@ -125,12 +128,12 @@ def test_family_trains_and_reports_sklearns_pseudo_likelihood_for_its_weights():
 
 def test_family_media_and_bad_data():
     fam = build_family("rbm", {"n_components": 4, "inpaint_rows": 1, "inpaint_steps": 2,
-                               "sample_steps": [1, 3]}, toy_bundle(40))
+                               "sample_steps": [1, 3]}, toy_bundle(40), device=CPU)
     media = fam.media(0)
     assert set(media) == {"filters", "gibbs_samples", "inpainting"}
     assert media["gibbs_samples"].shape[0] == 3 and all(float(m.min()) >= 0 for m in media.values())
     with pytest.raises(ValueError, match="inpaint_rows=9"):
-        build_family("rbm", {"inpaint_rows": 9}, toy_bundle(40))
+        build_family("rbm", {"inpaint_rows": 9}, toy_bundle(40), device=CPU)
     rgb = DataBundle("rgb", np.zeros((4, 3, 4, 4), np.uint8), None, np.zeros((2, 3, 4, 4), np.uint8), None)
     with pytest.raises(ValueError, match="one-channel images"):
-        build_family("rbm", {}, rgb)
+        build_family("rbm", {}, rgb, device=CPU)
