@@ -36,9 +36,9 @@ if TYPE_CHECKING:
 
 #: the power that :func:`verdicts`' seed estimates aim for
 POWER = 0.8
-COLUMNS = ["id", "verdict", "metric", "A", "B", "direction", "test", "n_a", "n_b", "mean_a", "mean_b", "diff",
-           "ci_low", "ci_high", "ci_level", "hedges_g", "p", "p_holm", "p_holm_against", "alpha",
-           "seeds_needed", "note", "claim"]
+COLUMNS = ["id", "verdict", "metric", "A", "direction", "B", "n_a", "n_b", "mean_a", "mean_b", "diff",
+           "ci_low", "ci_high", "ci_level", "hedges_g", "p_holm", "seeds_needed", "note", "test", "alpha",
+           "p_holm_against", "p", "claim"]
 
 
 def group_samples(sweep: Sweep, h: HypothesisSpec) -> dict[str, pd.DataFrame]:
