@@ -12,8 +12,15 @@ Example::
     s.best_config()                    # the best trial's full config
     print(s.table(group_by=["norm"]))  # mean ± std over trials of each group
 
+    s.verdicts()                       # the job's hypotheses: supported, refuted or inconclusive
+    s.pareto_front(); s.pick("min num_params within 0.5% of val_accuracy")
+    s.load_model()                     # the best trial's trained model, from its best kept checkpoint
+
 Modules: :mod:`~sweeplab.results.sweep` (loading, statuses, ranking), :mod:`~.tables`,
-:mod:`~.stats`, :mod:`~.plots`, :mod:`~.jobs` (best and confirmation jobs).
+:mod:`~.stats`, :mod:`~.plots`, :mod:`~.jobs` (best and confirmation jobs), :mod:`~.verdicts`
+and :mod:`~.effects` (hypotheses and their statistics), :mod:`~.pareto` (several objectives),
+:mod:`~.model` (trained models), :mod:`~.report` (the HTML report), :mod:`~.views` (the
+methods of :class:`Sweep` that lead to them).
 """
 from __future__ import annotations
 
