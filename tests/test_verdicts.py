@@ -80,9 +80,9 @@ def test_planted_difference_no_difference_and_holm_on_a_borderline_claim():
     out = judge_all([planted, same, wrong]).set_index("id")
     assert out.loc["planted", "verdict"] == "supported"
     assert out.loc["wrong", "verdict"] == "refuted"
-    assert out.loc["same", "verdict"] in ("inconclusive", "refuted")
-    if out.loc["same", "verdict"] == "inconclusive":
-        assert out.loc["same", "seeds_needed"] is None or out.loc["same", "seeds_needed"] > 4
+    # no difference: inconclusive, with how many seeds a difference as small as the one seen would need
+    assert out.loc["same", "verdict"] == "inconclusive" and abs(out.loc["same", "hedges_g"]) < 0.2
+    assert out.loc["same", "seeds_needed"] > 100 and "points against the claim" in out.loc["same", "note"]
     assert out.loc["planted", "n_a"] == 5 and out.loc["planted", "hedges_g"] > 3
     # a borderline claim: raw one-sided p = 0.029 is supported alone, not beside a second test (Holm x 2)
     a = np.array([0.67, 0.96, 0.11, 1.78, 1.67, -0.08])
