@@ -124,6 +124,10 @@ def test_family_trains_and_reports_sklearns_pseudo_likelihood_for_its_weights():
     expected = sk.score_samples(data.x_test.reshape(100, -1) / 255.0).mean()
     assert last["test_pseudo_likelihood"] == pytest.approx(expected, rel=1e-12)
     assert fam.extra_results() == {"num_params": 12 * 16 + 12 + 16}
+    h = sk.transform(data.x_test.reshape(100, -1) / 255.0)  # sklearn's p(h | v)
+    assert last["test_active_units"] == float((h.var(0) > 0.01).sum()) and last["test_active_units"] >= 1
+    fam.rbm.weight.data.fill_(0.0)  # a collapsed RBM: every hidden unit the same constant
+    assert fam._evaluate_splits(9)["test_active_units"] == 0
 
 
 def test_family_media_and_bad_data():

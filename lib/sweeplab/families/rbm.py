@@ -15,6 +15,10 @@ One iteration is one epoch over the training split. Reported:
   ``BernoulliRBM(random_state=seed).score_samples`` flips, so the numbers can be reproduced with
   sklearn on the same weights;
 * ``{val,test}_recon_mse``: per-pixel squared error of the deterministic v -> p(h|v) -> p(v|h) pass;
+* ``{val,test}_active_units``: hidden units whose ``p(h_j = 1 | v)`` has a variance above 0.01 over
+  the split (the threshold of Burda et al. 2016's active units); with few units and a small learning
+  rate every unit can end always on, copies of one mean-image filter, and the model reconstructs
+  every image as the mean image;
 * ``{val,test}_inpaint_mse``: per-pixel squared error on ``inpaint_rows`` whole rows removed at
   ``inpaint_position`` (top | middle | bottom) of the first ``inpaint_samples`` images, refilled by
   ``inpaint_steps`` Gibbs sweeps with the observed pixels clamped (random numbers from
@@ -74,6 +78,8 @@ class RBMFamily(ModelFamily):
         *per_split("recon_mse", "min", "squared target units", "per-pixel error of v -> p(h|v) -> p(v|h)"),
         *per_split("inpaint_mse", "min", "squared target units", "per-pixel error on the removed rows after "
                    "clamped Gibbs refilling"),
+        *per_split("active_units", "max", "count", "hidden units whose p(h_j = 1 | v) varies over the split "
+                   "(variance > 0.01); an always-on or dead unit only adds a bias"),
         Metric("num_params", None, "count", "weights and biases: H*D + H + D"),
     )
     loss_metric: ClassVar[str] = "train_recon_mse"
@@ -191,12 +197,17 @@ class RBMFamily(ModelFamily):
         n = len(x_all)
         flips = torch.from_numpy(np.random.RandomState(cfg.seed).randint(0, self.n_visible, n)).to(self.device)
         pl = recon = 0.0
+        h_sum = h_sq = torch.zeros(cfg.n_components, dtype=torch.float64, device=self.device)
         for idx in batches(n, 1000, shuffle=False):
             v = self._pixels(x_all[idx])
             pl += float(self.rbm.pseudo_likelihood(v, flips[idx.to(self.device)]).sum())
-            recon += float(((self.rbm.reconstruct(v) - v) ** 2).mean(-1).sum())
+            hp = self.rbm.hidden_probs(v)
+            recon += float(((self.rbm.visible_probs(hp) - v) ** 2).mean(-1).sum())
+            h_sum, h_sq = h_sum + hp.sum(0), h_sq + (hp * hp).sum(0)
+        variance = h_sq / n - (h_sum / n) ** 2
         v = self._pixels(x_all[:cfg.inpaint_samples])
         uniform = torch_uniform(eval_generator(cfg.seed, iteration), self.device)
         filled = inpaint(self.rbm, v, self.missing, cfg.inpaint_steps, uniform)
         err = float(((filled - v)[:, self.missing] ** 2).mean())
-        return {"pseudo_likelihood": pl / n, "recon_mse": recon / n, "inpaint_mse": err}
+        return {"pseudo_likelihood": pl / n, "recon_mse": recon / n, "inpaint_mse": err,
+                "active_units": float((variance > 0.01).sum())}
