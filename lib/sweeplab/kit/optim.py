@@ -53,7 +53,7 @@ class OptimizerConfig(BaseModel):
 
 
 def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig, *,
-                    fused: bool = False) -> torch.optim.Optimizer:
+                    fused: bool = False, lbfgs_max_iter: int = 20) -> torch.optim.Optimizer:
     """The optimizer named by ``cfg.optimizer`` with ``cfg``'s learning rate and weight decay.
 
     ``sgd`` uses ``momentum``/``nesterov``; the others use PyTorch's defaults for everything
@@ -65,6 +65,8 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig, 
         cfg: the optimizer hyperparameters.
         fused: Adam/AdamW's fused kernel (one kernel for all parameters: several times faster
             on CPU for many small tensors); ignored by the other optimizers.
+        lbfgs_max_iter: LBFGS iterations per ``step`` (PyTorch's ``max_iter``, default 20; the
+            ANN course's optimizer 5 uses 1); ignored by the other optimizers.
 
     Raises:
         ValueError: an unknown optimizer name, or weight decay with ``lbfgs``.
@@ -84,7 +86,7 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], cfg: OptimizerConfig, 
     if name == "lbfgs":
         if wd:
             raise ValueError("optimizer lbfgs takes no weight_decay; add an L2 term to the loss instead")
-        return torch.optim.LBFGS(params, lr=lr, line_search_fn="strong_wolfe")
+        return torch.optim.LBFGS(params, lr=lr, max_iter=int(lbfgs_max_iter), line_search_fn="strong_wolfe")
     raise ValueError(f"unknown optimizer {name!r}")
 
 
