@@ -19,6 +19,12 @@ Reported after every epoch:
 * ``current_lr``: learning rate of the epoch's first step (of the first parameter group).
 * ``num_params``: number of trainable model parameters (constant, via ``extra_results``).
 
+The model's shape is the journal's by default; the ANN course's MNIST CNNs
+(``../shared/specs/ann_course.md`` §5) add ``activation``, per-block ``kernel_sizes`` and
+``block_filters``, ``padding: valid``, ``pool_rounding: floor`` and ``head_dropout``, enough to
+write Keras' "simple MNIST convnet" (34,826 parameters; ``tune_jobs/course_mnist_keras.yaml``).
+Subclasses (``vit``) reuse the training and evaluation and override :meth:`build_model`.
+
 The loop adds ``iteration_seconds`` and ``train_seconds``. Optimizers, schedules, clipping and
 the parameter count come from :mod:`sweeplab.kit.optim`: ``lr_schedule: plateau`` steps
 ``ReduceLROnPlateau`` once per epoch on ``val_loss`` when the bundle has a validation split,
@@ -33,7 +39,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from sweeplab.datasets.base import DataBundle
@@ -47,10 +53,47 @@ from sweeplab.metrics.convention import Metric, per_split
 from sweeplab.models.cnn import ConvNet
 
 
-class CNNClassifierConfig(OptimizerConfig, ScheduleConfig, FamilyConfig):
-    """Hyperparameters of ``cnn_classifier`` (every field can be fixed or searched); the
+class ImageTrainingConfig(OptimizerConfig, ScheduleConfig, FamilyConfig):
+    """Training hyperparameters of the image classifiers (``cnn_classifier``, ``vit``); the
     optimizer and schedule fields are those of :class:`~sweeplab.kit.optim.OptimizerConfig` and
     :class:`~sweeplab.kit.optim.ScheduleConfig`."""
+
+    batch_size: int = Field(128, ge=1, description="training samples per step")
+    eval_batch_size: int = Field(
+        256, ge=1, description="samples per evaluation batch (256 measured fastest on CPU; 1024 is slower)")
+    epochs: int = Field(5, ge=1, description="epochs (= iterations)")
+    optimizer: Literal["adam", "adamw", "sgd", "adadelta", "rmsprop"] = Field(
+        "adam", description="adam | adamw | sgd | adadelta | rmsprop (lbfgs needs full batches: not offered)")
+    augment: Literal["none", "flip_crop"] = Field(
+        "none", description="random horizontal flip + padded random crop on batch tensors")
+    crop_padding: int | None = Field(
+        None, ge=0, description="pixels of zero padding for the random crop; default min(H, W) // 8, at least 1")
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
+    channels_last: bool | None = Field(None, description="channels-last memory format; default: the family's")
+
+    @property
+    def use_channels_last(self) -> bool:
+        """``channels_last``, default False (the CNN's default is its own)."""
+        return bool(self.channels_last)
+
+    def steps_per_epoch(self, n_train: int) -> int:
+        """Optimizer steps of one epoch over ``n_train`` samples (a final batch of one sample is
+        skipped: BatchNorm cannot train on it)."""
+        return n_train // self.batch_size + (1 if n_train % self.batch_size >= 2 else 0)
+
+
+def _int_list(value: Any) -> Any:
+    """``"3,3,3,2"`` -> ``[3, 3, 3, 2]`` (a categorical search value must be a string)."""
+    if isinstance(value, str):
+        try:
+            return [int(v) for v in value.replace(" ", "").split(",") if v]
+        except ValueError:
+            raise ValueError(f"{value!r} is not a comma-separated list of whole numbers, e.g. '3,3,3,2'") from None
+    return value
+
+
+class CNNClassifierConfig(ImageTrainingConfig):
+    """Hyperparameters of ``cnn_classifier`` (every field can be fixed or searched)."""
 
     # model (see sweeplab.models.cnn.ConvNet)
     n_blocks: int = Field(4, ge=1, le=12, description="convolutional blocks")
@@ -63,21 +106,31 @@ class CNNClassifierConfig(OptimizerConfig, ScheduleConfig, FamilyConfig):
     pooling: Literal["early", "even"] = Field(
         "early", description="poolings after the first blocks (early) or spread evenly (even)")
     head_hidden: int = Field(0, ge=0, description="hidden units of the head (0 = linear head)")
-    # training
-    batch_size: int = Field(128, ge=1, description="training samples per step")
-    eval_batch_size: int = Field(
-        256, ge=1, description="samples per evaluation batch (256 measured fastest on CPU; 1024 is slower)")
-    epochs: int = Field(5, ge=1, description="epochs (= iterations)")
-    optimizer: Literal["adam", "adamw", "sgd", "adadelta", "rmsprop"] = Field(
-        "adam", description="adam | adamw | sgd | adadelta | rmsprop (lbfgs needs full batches: not offered)")
-    augment: Literal["none", "flip_crop"] = Field(
-        "none", description="random horizontal flip + padded random crop on batch tensors")
-    crop_padding: int | None = Field(
-        None, ge=0, description="pixels of zero padding for the random crop; default min(H, W) // 8, at least 1")
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0, description="cross-entropy label smoothing")
+    activation: Literal["relu", "leaky_relu", "tanh", "elu", "gelu"] = Field(
+        "relu", description="activation after every normalisation")
+    kernel_sizes: list[int] | None = Field(None, description="one kernel side per block, e.g. [3, 3, 3, 2] or "
+                                           "'3,3,3,2' (overrides kernel_size); null = kernel_size everywhere")
+    block_filters: list[int] | None = Field(None, description="channels per block, e.g. [32, 64] or '32,64' "
+                                            "(overrides filters and channel_growth)")
+    padding: Literal["same", "valid"] = Field("same", description="convolution padding (valid: none)")
+    pool_rounding: Literal["ceil", "floor"] = Field("ceil", description="pooled sizes rounded up or down (Keras)")
+    head_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="dropout before the head's linear layer")
     channels_last: bool | None = Field(
         None, description="channels-last memory format; default: on unless norm is instance "
         "(measured on CPU: 1.2-2.5x faster steps for none/batch/layer/group, slower for instance)")
+
+    @field_validator("kernel_sizes", "block_filters", mode="before")
+    @classmethod
+    def _parse_lists(cls, value: Any) -> Any:
+        return _int_list(value)
+
+    @model_validator(mode="after")
+    def _one_per_block(self) -> "CNNClassifierConfig":
+        for name in ("kernel_sizes", "block_filters"):
+            values = getattr(self, name)
+            if values is not None and (len(values) != self.n_blocks or min(values) < 1):
+                raise ValueError(f"{name}={values} needs {self.n_blocks} values >= 1, one per block (n_blocks)")
+        return self
 
     @property
     def use_channels_last(self) -> bool:
@@ -86,11 +139,6 @@ class CNNClassifierConfig(OptimizerConfig, ScheduleConfig, FamilyConfig):
         or group norm, through oneDNN convolutions and pooling, but 25% slower with instance
         norm, whose per-channel statistics want the contiguous layout)."""
         return self.channels_last if self.channels_last is not None else self.norm != "instance"
-
-    def steps_per_epoch(self, n_train: int) -> int:
-        """Optimizer steps of one epoch over ``n_train`` samples (a final batch of one sample is
-        skipped: BatchNorm cannot train on it)."""
-        return n_train // self.batch_size + (1 if n_train % self.batch_size >= 2 else 0)
 
 
 def random_flip_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -175,11 +223,7 @@ class CNNClassifier(ModelFamily):
         self.check_data(data, config)
         cfg = config
         c, h, w = data.sample_shape
-        self.model = ConvNet((c, h, w), data.num_classes, n_blocks=cfg.n_blocks,
-                             filters=cfg.filters, kernel_size=cfg.kernel_size,
-                             dropout=cfg.dropout, norm=cfg.norm,
-                             channel_growth=cfg.channel_growth, pooling=cfg.pooling,
-                             head_hidden=cfg.head_hidden).to(device)
+        self.model = self.build_model((c, h, w), data.num_classes).to(device)
         self.memory_format = torch.channels_last if cfg.use_channels_last else torch.contiguous_format
         self.model = self.model.to(memory_format=self.memory_format)
         self.params = list(self.model.parameters())
@@ -200,6 +244,17 @@ class CNNClassifier(ModelFamily):
         self._scheduler_stepped_at = -1
         self._num_params = count_params(self.model)
 
+    def build_model(self, in_shape: tuple[int, int, int], num_classes: int) -> nn.Module:
+        """The classifier ``[B, C, H, W]`` -> ``[B, num_classes]`` logits: a
+        :class:`~sweeplab.models.cnn.ConvNet` of the config (subclasses build theirs)."""
+        cfg = self.config
+        return ConvNet(in_shape, num_classes, n_blocks=cfg.n_blocks, filters=cfg.filters,
+                       kernel_size=cfg.kernel_size, dropout=cfg.dropout, norm=cfg.norm,
+                       channel_growth=cfg.channel_growth, pooling=cfg.pooling, head_hidden=cfg.head_hidden,
+                       kernel_sizes=cfg.kernel_sizes, block_filters=cfg.block_filters,
+                       activation=cfg.activation, padding=cfg.padding, pool_ceil=cfg.pool_rounding == "ceil",
+                       head_dropout=cfg.head_dropout)
+
     # -- ModelFamily hooks ---------------------------------------------------------------------
     @classmethod
     def check_data(cls, data: DataBundle, config: FamilyConfig) -> None:
@@ -210,10 +265,10 @@ class CNNClassifier(ModelFamily):
         """
         super().check_data(data, config)
         if not data.is_image:
-            raise ValueError(f"cnn_classifier needs images [N, C, H, W]; dataset {data.name!r} "
+            raise ValueError(f"{cls.name} needs images [N, C, H, W]; dataset {data.name!r} "
                              f"has samples of shape {data.sample_shape}")
         if data.num_classes < 2:
-            raise ValueError(f"cnn_classifier needs >= 2 classes; {data.name!r} has {data.num_classes}")
+            raise ValueError(f"{cls.name} needs >= 2 classes; {data.name!r} has {data.num_classes}")
         for split, y in (("train", data.y_train), ("test", data.y_test), ("val", data.y_val)):
             if y is not None and len(y) and (y.min() < 0 or y.max() >= data.num_classes):
                 raise ValueError(f"{data.name!r} {split} labels must lie in 0..{data.num_classes - 1} "

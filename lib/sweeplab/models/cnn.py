@@ -31,17 +31,30 @@ Resulting shapes with ``pooling="early"`` (``F`` = ``filters``, growth 1, ``n`` 
 * 32x32x3 (CIFAR-10): ``min(n, 3)`` poolings (32->16->8->4); the head sees ``[F, 16, 16]``,
   ``[F, 8, 8]``, then ``[F, 4, 4]``.
 
-Convolutions use ``padding="same"`` (stride 1), so only poolings change the spatial size.
-With ``channel_growth`` g, the blocks after the p-th pooling have ``round(F * g**p)`` channels
-(g = 1, the journal's constant width, by default; g = 2 doubles per pooling as in VGG).
+Convolutions use ``padding="same"`` (stride 1) by default, so only poolings change the spatial
+size. With ``channel_growth`` g, the blocks after the p-th pooling have ``round(F * g**p)``
+channels (g = 1, the journal's constant width, by default; g = 2 doubles per pooling as in VGG).
+
+The ANN course's MNIST CNNs (``../shared/specs/ann_course.md`` §5) need more freedom, all off by
+default: per-block ``kernel_sizes`` and ``block_filters``, an ``activation`` other than ReLU,
+``padding="valid"`` (each convolution shrinks the map by ``k - 1``), floor rounding of the
+poolings (``pool_ceil=False``, Keras' ``MaxPooling2D``) and dropout before the head's linear layer
+(``head_dropout``). Keras' "simple MNIST convnet" (34,826 parameters) is then
+``ConvNet((1, 28, 28), 10, n_blocks=2, block_filters=[32, 64], kernel_size=3, padding="valid",
+pool_ceil=False, norm="none", head_dropout=0.5)``: Conv 32 3x3 -> ReLU -> MaxPool ->
+Conv 64 3x3 -> ReLU -> MaxPool -> Flatten (1,600) -> Dropout -> Dense 10 (:func:`keras_mnist_convnet`).
+With valid padding the number of poolings is the largest that keeps every pooled side at 3 or
+more and every convolution's output at 1 or more.
 """
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Literal, Sequence
 
 import torch
 from torch import nn
+
+from sweeplab.models.mlp import make_activation
 
 #: Normalisation layers a block can use (see :func:`make_norm`).
 NormName = Literal["none", "batch", "layer", "group", "instance"]
@@ -149,27 +162,65 @@ def pool_positions(n_blocks: int, n_pools: int, pooling: str = "early") -> list[
 
 
 class ConvBlock(nn.Sequential):
-    """``Conv2d -> Norm -> ReLU -> Dropout2d -> [MaxPool2d(2, ceil_mode=True)]``.
+    """``Conv2d -> Norm -> activation -> Dropout2d -> [MaxPool2d(2)]``.
 
-    Maps ``[B, in_channels, H, W]`` to ``[B, out_channels, H', W']`` with ``H' = H`` or
-    ``ceil(H / 2)`` when ``pool``. The convolution has a bias only with ``norm="none"`` (every
-    other norm has its own shift, which makes a conv bias redundant). Dropout2d zeroes whole
-    channels with probability ``dropout`` in training mode (Tompson et al., CVPR 2015); it is
-    left out when ``dropout == 0``.
+    Maps ``[B, in_channels, H, W]`` to ``[B, out_channels, H', W']``: the convolution keeps
+    ``H`` (``padding="same"``) or gives ``H - k + 1`` (``"valid"``); a pooling then halves it,
+    rounding up (``pool_ceil``, default) or down (Keras). The convolution has a bias only with
+    ``norm="none"`` (every other norm has its own shift, which makes a conv bias redundant).
+    Dropout2d zeroes whole channels with probability ``dropout`` in training mode (Tompson et
+    al., CVPR 2015); it is left out when ``dropout == 0``. ``activation`` is a name of
+    :data:`sweeplab.models.mlp.ACTIVATIONS` (``relu``, the default, in place).
     """
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, norm: str,
-                 dropout: float, pool: bool) -> None:
+                 dropout: float, pool: bool, activation: str = "relu", padding: str = "same",
+                 pool_ceil: bool = True) -> None:
         layers: list[nn.Module] = [
-            nn.Conv2d(in_channels, out_channels, kernel_size, padding="same", bias=norm == "none"),
+            nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, bias=norm == "none"),
             make_norm(norm, out_channels),
-            nn.ReLU(inplace=True),
+            nn.ReLU(inplace=True) if activation == "relu" else make_activation(activation),
         ]
         if dropout > 0:
             layers.append(nn.Dropout2d(dropout))
         if pool:
-            layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            layers.append(nn.MaxPool2d(2, ceil_mode=pool_ceil))
         super().__init__(*layers)
+
+
+def plan_pools(height: int, width: int, kernel_sizes: Sequence[int], pooling: str = "early",
+               padding: str = "same", pool_ceil: bool = True) -> tuple[list[int], list[tuple[int, int]]]:
+    """Where the poolings go and the map size after every block.
+
+    Starts from ``min(n_blocks, max_pools(H, W))`` poolings placed by :func:`pool_positions` and
+    drops one at a time until every convolution's output is at least 1x1 and every pooled map
+    at least ``MIN_POOLED_SIZE`` on its smaller side (with ``padding="same"`` and ceil rounding
+    the first try always fits).
+
+    Returns:
+        ``(pool_after, sizes)``: indices of the blocks followed by a pooling, ``(H, W)`` after
+        each block.
+
+    Raises:
+        ValueError: a kernel larger than the map it convolves even without any pooling.
+    """
+    n_blocks = len(kernel_sizes)
+    halve = (lambda s: math.ceil(s / 2)) if pool_ceil else (lambda s: s // 2)
+    for n_pools in range(min(n_blocks, max_pools(height, width)), -1, -1):
+        after = pool_positions(n_blocks, n_pools, pooling)
+        h, w, sizes, ok = height, width, [], True
+        for i, k in enumerate(kernel_sizes):
+            if padding == "valid":
+                h, w = h - k + 1, w - k + 1
+            if i in after:
+                h, w = halve(h), halve(w)
+                ok = ok and min(h, w) >= MIN_POOLED_SIZE
+            ok = ok and min(h, w) >= 1
+            sizes.append((h, w))
+        if ok:
+            return after, sizes
+    raise ValueError(f"kernel sizes {list(kernel_sizes)} with padding 'valid' shrink a {height}x{width} input "
+                     "below 1x1; use smaller kernels, fewer blocks or padding 'same'")
 
 
 class ConvNet(nn.Module):
@@ -177,8 +228,9 @@ class ConvNet(nn.Module):
 
     Input ``[B, C, H, W]`` float images (any scaling; the trainable standardises them), output
     ``[B, num_classes]`` logits. See the module docstring for where the poolings go and the
-    resulting shapes. The head is ``Flatten -> Linear(C_f*H_f*W_f, num_classes)``, or with
-    ``head_hidden > 0`` ``Flatten -> Linear(., head_hidden) -> ReLU -> Linear(., num_classes)``.
+    resulting shapes. The head is ``Flatten -> [Dropout] -> Linear(C_f*H_f*W_f, num_classes)``, or
+    with ``head_hidden > 0`` ``Flatten -> [Dropout] -> Linear(., head_hidden) -> ReLU ->
+    Linear(., num_classes)``.
 
     Args:
         in_shape: ``(C, H, W)`` of one input image.
@@ -186,12 +238,18 @@ class ConvNet(nn.Module):
         n_blocks: convolutional blocks, 1..8 (larger works too; the extra blocks run on the
             smallest map).
         filters: channels of the first block (>= 1).
-        kernel_size: square kernel side (>= 1; even sizes work, padding is "same").
+        kernel_size: square kernel side (>= 1; even sizes work with "same" padding).
         dropout: Dropout2d probability in ``[0, 1)`` in every block.
         norm: one of :data:`NORMS` (see :func:`make_norm`).
         channel_growth: channel multiplier per pooling (> 0; 1.0 = constant width).
         pooling: ``"early"`` or ``"even"`` (see :func:`pool_positions`).
         head_hidden: width of an optional hidden layer in the head (0 = none).
+        kernel_sizes: one kernel side per block (overrides ``kernel_size``).
+        block_filters: output channels per block (overrides ``filters`` and ``channel_growth``).
+        activation: a name of :data:`sweeplab.models.mlp.ACTIVATIONS` after every norm.
+        padding: ``"same"`` or ``"valid"`` (no padding).
+        pool_ceil: round pooled sizes up (True) or down (False, as Keras).
+        head_dropout: dropout probability in ``[0, 1)`` before the head's first linear layer.
 
     Attributes:
         feature_shape: ``(C_f, H_f, W_f)`` of the map entering the head.
@@ -205,45 +263,69 @@ class ConvNet(nn.Module):
     def __init__(self, in_shape: tuple[int, int, int], num_classes: int, *, n_blocks: int = 4,
                  filters: int = 32, kernel_size: int = 3, dropout: float = 0.0,
                  norm: str = "batch", channel_growth: float = 1.0, pooling: str = "early",
-                 head_hidden: int = 0) -> None:
+                 head_hidden: int = 0, kernel_sizes: Sequence[int] | None = None,
+                 block_filters: Sequence[int] | None = None, activation: str = "relu",
+                 padding: str = "same", pool_ceil: bool = True, head_dropout: float = 0.0) -> None:
         super().__init__()
-        if len(in_shape) != 3 or min(in_shape) < 1:
-            raise ValueError(f"in_shape must be (C, H, W) with positive sides, got {in_shape}")
-        if n_blocks < 1:
-            raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
-        if filters < 1 or kernel_size < 1 or num_classes < 1 or head_hidden < 0:
-            raise ValueError("filters, kernel_size and num_classes must be >= 1, head_hidden >= 0")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
-        if channel_growth <= 0:
-            raise ValueError(f"channel_growth must be > 0, got {channel_growth}")
-        if norm not in NORMS:
-            raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+        kernels = list(kernel_sizes) if kernel_sizes is not None else [kernel_size] * n_blocks
+        _check_args(in_shape, num_classes, n_blocks, filters, kernels, block_filters, dropout, head_dropout,
+                    channel_growth, norm, head_hidden, padding)
         channels, height, width = in_shape
-        n_pools = min(n_blocks, max_pools(height, width))
-        self.pool_after = pool_positions(n_blocks, n_pools, pooling)
+        self.pool_after, sizes = plan_pools(height, width, kernels, pooling, padding, pool_ceil)
         blocks, self.block_channels = [], []
         in_ch, done = channels, 0
         for i in range(n_blocks):
-            out_ch = max(1, round(filters * channel_growth ** done))
+            out_ch = block_filters[i] if block_filters is not None else max(1, round(filters * channel_growth ** done))
             pool = i in self.pool_after
-            blocks.append(ConvBlock(in_ch, out_ch, kernel_size, norm, dropout, pool))
+            blocks.append(ConvBlock(in_ch, out_ch, kernels[i], norm, dropout, pool, activation, padding, pool_ceil))
             self.block_channels.append(out_ch)
-            if pool:
-                height, width, done = math.ceil(height / 2), math.ceil(width / 2), done + 1
+            done += int(pool)
             in_ch = out_ch
         self.features = nn.Sequential(*blocks)
-        self.feature_shape = (in_ch, height, width)
-        flat = in_ch * height * width
+        self.feature_shape = (in_ch, *sizes[-1])
+        flat = in_ch * sizes[-1][0] * sizes[-1][1]
+        first: list[nn.Module] = [nn.Flatten()] + ([nn.Dropout(head_dropout)] if head_dropout > 0 else [])
         if head_hidden:
-            self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, head_hidden), nn.ReLU(inplace=True),
+            self.head = nn.Sequential(*first, nn.Linear(flat, head_hidden), nn.ReLU(inplace=True),
                                       nn.Linear(head_hidden, num_classes))
         else:
-            self.head = nn.Sequential(nn.Flatten(), nn.Linear(flat, num_classes))
+            self.head = nn.Sequential(*first, nn.Linear(flat, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, C, H, W]`` images -> ``[B, num_classes]`` logits."""
         return self.head(self.features(x))
+
+
+def _check_args(in_shape, num_classes, n_blocks, filters, kernels, block_filters, dropout, head_dropout,
+                channel_growth, norm, head_hidden, padding) -> None:
+    """Raise ``ValueError`` naming the first invalid :class:`ConvNet` argument."""
+    if len(in_shape) != 3 or min(in_shape) < 1:
+        raise ValueError(f"in_shape must be (C, H, W) with positive sides, got {in_shape}")
+    if n_blocks < 1:
+        raise ValueError(f"n_blocks must be >= 1, got {n_blocks}")
+    if filters < 1 or min(kernels) < 1 or num_classes < 1 or head_hidden < 0:
+        raise ValueError("filters, kernel sizes and num_classes must be >= 1, head_hidden >= 0")
+    if len(kernels) != n_blocks or (block_filters is not None and len(block_filters) != n_blocks):
+        raise ValueError(f"kernel_sizes and block_filters need one value per block (n_blocks={n_blocks}); got "
+                         f"{list(kernels)} and {None if block_filters is None else list(block_filters)}")
+    if block_filters is not None and min(block_filters) < 1:
+        raise ValueError(f"block_filters must be >= 1, got {list(block_filters)}")
+    if not (0.0 <= dropout < 1.0 and 0.0 <= head_dropout < 1.0):
+        raise ValueError(f"dropout and head_dropout must lie in [0, 1), got {dropout}, {head_dropout}")
+    if channel_growth <= 0:
+        raise ValueError(f"channel_growth must be > 0, got {channel_growth}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+
+
+def keras_mnist_convnet(dropout: float = 0.5) -> ConvNet:
+    """Keras' "Simple MNIST convnet" (keras.io/examples/vision/mnist_convnet; the ANN course's
+    §1.3 Q5 "bigger model", ``../shared/specs/ann_course.md`` §5): 34,826 parameters, output
+    logits (the softmax is in the loss)."""
+    return ConvNet((1, 28, 28), 10, n_blocks=2, block_filters=[32, 64], kernel_size=3, padding="valid",
+                   pool_ceil=False, norm="none", head_dropout=dropout)
 
 
 def num_params(model: nn.Module, trainable_only: bool = False) -> int:
