@@ -103,8 +103,8 @@ class GMMVAEFamily(ModelFamily):
         *(Metric(n, mode, unit, desc) for n, mode, unit, desc in _SAMPLE_METRICS),
         Metric("mode_score", "max", "count", "modes_covered_0p1 + hq_fraction: the spec's selection "
                                              "(modes first, ties by hq_fraction) as one number"),
-        *(Metric(f"{n}_ceiling", None, unit, f"{n} of the held-out true test draw (what a perfect "
-                 "generator gets)") for n, _, unit, _ in _SAMPLE_METRICS),
+        *(Metric(f"{n}_ceiling", mode, unit, f"{n} of the held-out true test draw (what a perfect "
+                 "generator gets)") for n, mode, unit, _ in _SAMPLE_METRICS),
         Metric("num_params", "min", "count", "trainable parameters"),
     )
     data_tasks: ClassVar[tuple[str, ...]] = ("classification",)

@@ -8,7 +8,10 @@ follows from its hyperparameters only: standard VAE ``beta=1, lambda_ks=0``; bet
 
 Reported: ``train_loss`` after every epoch; every evaluation metric of the spec on the test split
 as ``test_*`` (and on the validation split as ``val_*`` when the job sets ``data.val_fraction``);
-``num_params``. The loop adds ``iteration_seconds`` and ``train_seconds`` (which replaces the
+``n_samples`` prior samples scored by the dataset's reference classifier
+(:mod:`sweeplab.metrics.reference_classifier`: ``class_coverage``, ``class_kl``,
+``fd_classifier``, with their ceilings on real test images and ``reference_accuracy``; drawn after
+the split metrics, which keep their values); ``num_params``. The loop adds ``iteration_seconds`` and ``train_seconds`` (which replaces the
 family's former ``train_time_s``).
 """
 from __future__ import annotations
@@ -29,6 +32,7 @@ from sweeplab.kit.optim import (LRSchedule, OptimizerConfig, ScheduleConfig, bui
 from sweeplab.kit.tensors import batches, shared_tensor, to_float_images
 from sweeplab.metrics import vae as vm
 from sweeplab.metrics.convention import Metric, per_split
+from sweeplab.metrics.reference_classifier import image_sample_metrics, reference_classifier
 from sweeplab.models.vae import DerpVAE, LossWeights, VAEOutput, multi_loss
 
 #: Metrics :meth:`VAEFamily.evaluate` computes on a split: (quantity, mode, unit, description);
@@ -95,10 +99,15 @@ class VAEFamily(ModelFamily):
         epochs: int = Field(30, ge=1, description="iterations (one epoch each)")
         drop_last: bool = Field(True, description="skip the last short training batch")
         eval_projections: int = Field(10, ge=1, description="random unit projections of ks_eval/ks_two_sided")
+        n_samples: int = Field(2000, ge=2, description="prior samples scored by the reference classifier "
+                                                       "per evaluation (class_coverage, class_kl, fd_classifier)")
+        reference_dir: str | None = Field(None, description="cache folder of the reference classifier "
+                                                            "(default $SWEEPLAB_CACHE_DIR or ~/.cache/sweeplab)")
 
     metrics: ClassVar[tuple[Metric, ...]] = (
         Metric("train_loss", "min", "nats", "epoch mean of the multi-loss per sample (training mode)"),
         *(m for q, mode, unit, desc in _EVAL_METRICS for m in per_split(q, mode, unit, desc)),
+        *image_sample_metrics(),
         Metric("num_params", "min", "count", "trainable parameters (a frozen phi not counted)"),
     )
     data_tasks: ClassVar[tuple[str, ...]] = ("classification",)
@@ -122,6 +131,8 @@ class VAEFamily(ModelFamily):
         self.x_train, self.y_train = shared_tensor(data.x_train), shared_tensor(data.y_train)
         self.fixed_probes: torch.Tensor | None = None
         self.eval_cache = EvalCache(cfg.eval_every, cfg.epochs)
+        self.reference = reference_classifier(data, cfg.reference_dir)
+        self.ceilings = {f"{k}_ceiling": v for k, v in self.reference.ceilings(cfg.n_samples).items()}
 
     # -- ModelFamily -----------------------------------------------------------------------------
     @classmethod
@@ -231,8 +242,10 @@ class VAEFamily(ModelFamily):
                 "prior_samples": make_grid(samples.cpu(), nrow=8, padding=2)}
 
     def extra_results(self) -> dict[str, float]:
-        """``num_params``: trainable parameters (a frozen phi not counted)."""
-        return {"num_params": float(count_params(self.model))}
+        """``num_params`` (trainable parameters, a frozen phi not counted), the sample metrics'
+        ceilings and ``reference_accuracy``."""
+        return {**self.ceilings, "reference_accuracy": self.reference.test_accuracy,
+                "num_params": float(count_params(self.model))}
 
     # -- internals ---------------------------------------------------------------------------------
     def _steps_per_epoch(self) -> int:
@@ -266,7 +279,20 @@ class VAEFamily(ModelFamily):
         if self.data.x_val is not None and len(self.data.x_val):
             val = self._evaluate_split(self.data.x_val, self.data.y_val, gen)
             result.update({f"val_{k}": v for k, v in val.items()})
+        result.update(self.reference.score(self._prior_samples(self.config.n_samples, gen)))
         return result
+
+    @torch.no_grad()
+    def _prior_samples(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        """``n`` decodings ``[n, C, H, W]`` in (0, 1) of ``z ~ N(0, I)`` drawn from ``gen`` after the
+        split metrics (so those keep their values), eval mode, on the CPU."""
+        self.model.eval()
+        out = []
+        for start in range(0, n, 500):
+            z = torch.randn(min(500, n - start), self.config.latent_dim, generator=gen).to(self.device)
+            with autocast(self.device, self.config.amp):
+                out.append(self.model.decode(z).float().cpu())
+        return torch.cat(out)
 
     @torch.no_grad()
     def _evaluate_split(self, x_np: np.ndarray, y_np: np.ndarray, gen: torch.Generator) -> dict[str, float]:

@@ -209,7 +209,8 @@ _EMPTY_STATS = {"train_mu": torch.zeros(1), "train_cov": torch.zeros(1, 1), "tes
 def image_sample_metrics() -> tuple[Any, ...]:
     """The :class:`~sweeplab.metrics.convention.Metric` declarations every generative image
     family reports: the three sample metrics (measured on its generated samples), their
-    ``<name>_ceiling`` (the same on held-out real test images, constant) and
+    ``<name>_ceiling`` (the same on held-out real test images, constant; the quantity's own
+    direction) and
     ``reference_accuracy`` (the reference classifier's test accuracy)."""
     from sweeplab.metrics.convention import Metric
 
@@ -221,7 +222,7 @@ def image_sample_metrics() -> tuple[Any, ...]:
                                                 "features to the training images' (squared feature units; "
                                                 "not Inception's FID)"),
     )
-    ceilings = tuple(Metric(f"{m.name}_ceiling", None, m.unit, f"{m.name} of as many held-out real test "
+    ceilings = tuple(Metric(f"{m.name}_ceiling", m.mode, m.unit, f"{m.name} of as many held-out real test "
                             "images (a perfect generator's value)") for m in quality)
-    return (*quality, *ceilings, Metric("reference_accuracy", None, "fraction",
+    return (*quality, *ceilings, Metric("reference_accuracy", "max", "fraction",
                                         "test accuracy of the reference classifier"))
