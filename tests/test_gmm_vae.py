@@ -15,7 +15,7 @@ from sweeplab.datasets.synthetic import gmm3d
 from sweeplab.families.gmm_vae import GMMVAEFamily, column_scaler
 from sweeplab.kit.loop import build_family
 from sweeplab.metrics import samples as sm
-from sweeplab.models.gmm_vae import DenseVAE, kl_standard_normal, neg_elbo_terms, recon_nll
+from sweeplab.models.gmm_vae import DenseVAE, kl_standard_normal, recon_nll
 
 CPU = torch.device("cpu")
 
