@@ -129,7 +129,10 @@ def _seeds(h: HypothesisSpec, a: np.ndarray, b: np.ndarray, alpha: float) -> tup
     n = effects.seeds_needed(effect, alpha, POWER, h.test)
     against = (effect > 0) == (h.direction == "A < B") and effect != 0
     why = "the observed difference points against the claim" if against else ""
-    return (n, why) if n is not None else (None, "no difference observed")
+    if n is None:
+        return None, (f"more than {effects.MAX_SEEDS:,} seeds a group (|d| = {abs(effect):.2g})" if effect
+                      else "no difference observed")
+    return n, why
 
 
 def verdicts(sweep: Sweep, hypotheses: Iterable[HypothesisSpec] | None = None) -> pd.DataFrame:
