@@ -148,6 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyError as exc:  # unknown trainable looked up outside the spec
         print(f"sweeplab: error: {exc.args[0]}", file=sys.stderr)
         return EXIT_USAGE
+    except BrokenPipeError:  # `sweeplab info PATH | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _overrides(args: argparse.Namespace) -> list[str]:
