@@ -40,11 +40,13 @@ def job(**changes):
     ("gp", {"type": "hyperband", "max_t": 3, "reduction_factor": 3}, "HyperBandScheduler"),
     ("qmc", {"type": "median", "grace_period": 1, "min_samples_required": 2}, "MedianStoppingRule"),
 ])
+@pytest.mark.timeout(180)
 def test_gp_qmc_hyperband_median_on_tiny_sweeps(ray_session, storage, sampler, scheduler, cls):
     import optuna
 
+    limit = {} if scheduler["type"] == "hyperband" else {"max_concurrent": 2}  # HyperBand: no limit (see below)
     spec = job(name=f"{sampler}_{scheduler['type']}", scheduler=scheduler,
-               search={"sampler": sampler, "seed": 3, "num_samples": 4, "max_concurrent": 2, "space": SPACE})
+               search={"sampler": sampler, "seed": 3, "num_samples": 4, **limit, "space": SPACE})
     alg, n = build_search(spec)
     expected = {"gp": optuna.samplers.GPSampler, "qmc": optuna.samplers.QMCSampler}[sampler]
     assert isinstance(alg._sampler, expected) and n == 4
@@ -62,6 +64,9 @@ def test_scheduler_settings_are_checked():
     with pytest.raises(SpecError, match="the median scheduler would stop the seeds"):
         job(scheduler={"type": "median"}, repeats=2, search={"sampler": "tpe", "space": SPACE})
     assert job(scheduler={"type": "hyperband"}, search={"sampler": "tpe", "space": SPACE}).max_iterations() == 3
+    # paused trials count against a concurrency limit, and HyperBand waits for whole brackets: a deadlock
+    with pytest.raises(SpecError, match="search.max_concurrent: Ray's synchronous HyperBand"):
+        job(scheduler={"type": "hyperband"}, search={"sampler": "tpe", "max_concurrent": 2, "space": SPACE})
 
 
 # -- sound statistics on a sweep with trials stopped early ---------------------------------------

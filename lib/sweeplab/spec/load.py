@@ -269,6 +269,11 @@ def _scheduler_problems(spec: JobSpec, *, ready: bool) -> list[str]:
         name = "ASHA" if sched.type == "asha" else f"the {sched.type} scheduler"
         problems.append(f"repeats: {name} would stop the seeds of one configuration at different budgets, "
                         "so their mean ± std would mix budgets; set scheduler: {type: none} or repeats: 1")
+    if sched.type == "hyperband" and spec.search.max_concurrent is not None:
+        problems.append("search.max_concurrent: Ray's synchronous HyperBand pauses trials until their whole bracket "
+                        "has reached a rung, and paused trials count against the limit, so a limit below a bracket "
+                        "deadlocks the sweep; remove max_concurrent (resources.cpu bounds the trials at once) or use "
+                        "scheduler: {type: asha}, the asynchronous variant")
     if spec.multi_objective and sched.type != "none":
         problems.append(f"scheduler: {sched.type} ranks trials on one metric at each rung, which cannot rank a "
                         f"Pareto front of {', '.join(spec.objectives())}; set scheduler: {{type: none}} for a "
