@@ -112,6 +112,11 @@ def test_grouped_means_never_mix_budgets_silently(stopped_sweep, capsys):
     assert "stopped early" in out.err and "no test: n = 0" in out.out
     assert main(["compare", stopped_sweep.path, "--group-by", "lr", "--status", "completed,stopped"]) == 0
     assert "no test" not in capsys.readouterr().out
+    # in Python the default keeps every usable trial, and warns when that mixes budgets
+    from sweeplab.results.stats import MixedBudgetWarning
+
+    with pytest.warns(MixedBudgetWarning, match="1-3 iterations"):
+        stopped_sweep.compare(group_by=["lr"])
 
 
 def test_one_value_is_never_the_reference_and_tests_are_corrected():

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from typing import Sequence
 
 import yaml
@@ -251,8 +252,12 @@ def _compare(args: argparse.Namespace) -> int:
         _check_metric(sweep, args.metric)
     statuses = [_sound_status(s, args.status, args.at_iteration) for s in sweeps]
     status = next((s for s in statuses if s), None)
-    out = compare_sweeps(sweeps, args.metric, args.group_by, pool=args.pool,
-                         include=status or ("completed", "stopped", "unfinished"), at_iteration=args.at_iteration)
+    from sweeplab.results.stats import MixedBudgetWarning
+
+    with warnings.catch_warnings():  # --status chose which budgets to mix; the default never mixes them
+        warnings.simplefilter("ignore", MixedBudgetWarning)
+        out = compare_sweeps(sweeps, args.metric, args.group_by, pool=args.pool,
+                             include=status or ("completed", "stopped", "unfinished"), at_iteration=args.at_iteration)
     print(f"best group: {out.attrs.get('best')} (n = {out.attrs.get('best_n')})")
     print(out.to_markdown(index=False, floatfmt=".4g") if not out.empty else "(one group only)")
     if len(out) > 1:

@@ -3,6 +3,7 @@ trial at one iteration) and Welch's t-tests of every group against the best one,
 Benjamini-Hochberg-corrected, within one sweep or across several of one family."""
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
@@ -13,6 +14,10 @@ from sweeplab.results.tables import group_labels, with_columns
 
 if TYPE_CHECKING:
     from sweeplab.results.sweep import Sweep
+
+
+class MixedBudgetWarning(UserWarning):
+    """Values of trials stopped at different budgets are being compared (see :func:`group_values`)."""
 
 
 def group_values(sweep: Sweep, metric: str | None = None, group_by: Iterable[str] | None = None,
@@ -35,6 +40,11 @@ def group_values(sweep: Sweep, metric: str | None = None, group_by: Iterable[str
         df = values_at_iteration(sweep, every, [metric], at_iteration)
     else:
         df = every[every["status"].isin(list(include))]
+        if (df["status"] != "completed").any() and df["training_iteration"].nunique() > 1:
+            warnings.warn(f"{sweep.spec.name}: {metric} of trials stopped at different budgets "
+                          f"({int(df['training_iteration'].min())}-{int(df['training_iteration'].max())} iterations) "
+                          "are compared; pass include=['completed'] or at_iteration=N", MixedBudgetWarning,
+                          stacklevel=3)
     # every group of the sweep is listed; one whose trials are all left out has no values (n = 0)
     return {k: pd.to_numeric(df.loc[df.index.intersection(key.index[key == k]), metric],
                              errors="coerce").dropna().to_numpy() for k in key.unique()}
