@@ -17,7 +17,7 @@ from torch import nn
 from sweeplab.datasets.base import load_dataset
 from sweeplab.kit.loop import build_family
 
-#: build_family's default device asks Ray (trial_device), which starts a local Ray outside a trial
+#: the tests run on the CPU whatever the machine has (build_family defaults to CUDA where there is one)
 CPU = torch.device("cpu")
 
 

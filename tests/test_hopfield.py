@@ -14,7 +14,7 @@ import torch
 from sweeplab.datasets.base import DatasetError, load_dataset
 from sweeplab.kit.loop import build_family
 
-#: build_family's default device asks Ray (trial_device), which starts a local Ray outside a trial
+#: the tests run on the CPU whatever the machine has (build_family defaults to CUDA where there is one)
 CPU = torch.device("cpu")
 from sweeplab.models.hopfield import (HopfieldNetwork, attractor_table, hebbian_weights, newhop_weights,
                                       noisy_probes, random_starts, symmetric_starts)

@@ -11,7 +11,7 @@ from sklearn.neural_network import BernoulliRBM as SklearnRBM
 from sweeplab.datasets.base import DataBundle
 from sweeplab.kit.loop import build_family
 
-#: build_family's default device asks Ray (trial_device), which starts a local Ray outside a trial
+#: the tests run on the CPU whatever the machine has (build_family defaults to CUDA where there is one)
 CPU = torch.device("cpu")
 from sweeplab.models.rbm import BernoulliRBM, inpaint, row_mask, torch_uniform
 

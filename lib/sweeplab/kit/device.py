@@ -7,20 +7,28 @@ import warnings
 import torch
 
 
-def _gpu_allotted() -> bool:
+def _gpu_allotted() -> bool | None:
+    """True if Ray allotted this process a GPU, False if not, ``None`` outside Ray (Ray not
+    started in this process). Never starts Ray: ``ray.get_gpu_ids()`` would start a local Ray
+    (seconds) when called outside a trial."""
     try:
         import ray
 
+        if not ray.is_initialized():
+            return None
         return bool(ray.get_gpu_ids())
-    except Exception:  # noqa: BLE001 - outside Ray: use the GPU if there is one
-        return True
+    except Exception:  # noqa: BLE001 - Ray unusable here: treat as outside Ray
+        return None
 
 
 def trial_device() -> torch.device:
     """The device of a trial: CUDA when Ray allotted it a GPU (whole or a fraction, e.g.
     ``resources.gpu: 0.25``) and CUDA works, else the CPU (CPU-only trials on GPU nodes stay on
-    the CPU). Outside Ray: CUDA if available."""
-    if not _gpu_allotted():
+    the CPU). Outside Ray: CUDA if available, else the CPU."""
+    allotted = _gpu_allotted()
+    if allotted is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not allotted:
         return torch.device("cpu")
     if torch.cuda.is_available():
         return torch.device("cuda")
