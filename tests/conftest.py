@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,9 @@ sys.path.insert(0, str(Path(__file__).parent))  # tests/datafiles.py
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Rays bind to 127.0.0.1
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+# reference classifiers the sample-quality tests train go to a folder of this session, not ~/.cache
+# (set before Ray starts, so trial processes inherit it)
+os.environ.setdefault("SWEEPLAB_CACHE_DIR", tempfile.mkdtemp(prefix="sweeplab-test-cache-"))
 
 
 @pytest.fixture(scope="session")
