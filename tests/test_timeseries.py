@@ -51,6 +51,9 @@ def test_recursive_forecast_of_a_sinusoid_by_its_exact_linear_recurrence():
     predict = (lambda w: 2 * math.cos(OMEGA) * w[:, -1] - w[:, -2])
     out = recursive_forecast(predict, s[:150], 100, lag=2)
     assert torch.allclose(out, s[150:], atol=1e-9)
+    origins = torch.stack([s[100:140], s[110:150]])  # two origins at once, one row each
+    batched = recursive_forecast(predict, origins, 100, lag=2)
+    assert batched.shape == (2, 100) and torch.allclose(batched[1], out) and torch.allclose(batched[0], s[140:240])
     clamped = recursive_forecast(lambda w: w[:, -1] * 2, s[:150], 5, lag=2, clamp=(-1.0, 1.0))
     assert clamped.abs().max() <= 1.0
     with pytest.raises(ValueError, match="at least lag"):
@@ -68,6 +71,17 @@ def test_a_linear_forecaster_learns_the_sinusoid_and_forecasts_100_steps():
     assert last["test_mse"] == pytest.approx(mean_squared_error(truth, forecast), rel=1e-5)
     assert last["test_rmse"] == pytest.approx(math.sqrt(last["test_mse"]))
     assert last["test_nmse"] == pytest.approx(last["test_mse"] / truth.var())
+    # cv_forecast_mse by hand: 30-step forecasts (len(test)) from origins 0 and 20 of each 60-window fold
+    cv_fam = family(sine_bundle(n_test=30), model="mlp", activation="identity", lag=3, hidden=4, epochs=1,
+                    folds=2, validation_size=60, cv_origin_every=20)
+    cv_fam.train_iteration(0)
+    by_hand = []
+    for model, idx in zip(cv_fam.models[:-1], cv_fam.val_idx):
+        for o in (0, 20):
+            start = int(idx[0]) + 3 + o
+            pred = recursive_forecast(model.eval(), cv_fam.history[:start], 30, 3, cv_fam._clamp)
+            by_hand.append(float((pred - cv_fam.history[start:start + 30]).square().mean()))
+    assert cv_fam.evaluate(0)["cv_forecast_mse"] == pytest.approx(np.mean(by_hand), rel=1e-5)
 
 
 def test_folds_are_time_ordered_with_a_gap_of_lag_windows():

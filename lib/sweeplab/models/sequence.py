@@ -81,27 +81,30 @@ def recursive_forecast(predict: Callable[[torch.Tensor], torch.Tensor], history:
     """Forecast ``steps`` values ahead by feeding each prediction back as an input.
 
     The first window is the last ``lag`` values of ``history``; every prediction is appended and
-    the window slides by one (the Santa Fe competition's iterated forecast).
+    the window slides by one (the Santa Fe competition's iterated forecast). A 2-D history
+    forecasts from several origins at once, one per row (one forward pass a step for all).
 
     Args:
-        predict: ``[1, lag]`` window -> ``[1]`` next value (a forecaster in eval mode).
-        history: ``[T]`` values known before the forecast, ``T >= lag``.
+        predict: ``[B, lag]`` windows -> ``[B]`` next values (a forecaster in eval mode).
+        history: ``[T]`` values known before the forecast, or ``[B, T]`` for B origins; ``T >= lag``.
         steps: values to forecast (>= 1).
         lag: window length.
         clamp: ``(low, high)``: every prediction is clamped to this range before it is fed back
             (keeps an unbounded model from running away to infinity); ``None`` = no clamp.
 
     Returns:
-        ``[steps]`` forecasts, on ``history``'s device and dtype.
+        ``[steps]`` (or ``[B, steps]``) forecasts, on ``history``'s device and dtype.
 
     Raises:
         ValueError: a history shorter than ``lag`` or ``steps < 1``.
     """
-    if history.ndim != 1 or len(history) < lag or steps < 1:
-        raise ValueError(f"recursive_forecast needs a 1-D history of at least lag={lag} values and steps >= 1; "
-                         f"got shape {tuple(history.shape)}, steps={steps}")
-    buffer = torch.cat([history[-lag:], history.new_zeros(steps)])
+    if history.ndim not in (1, 2) or history.shape[-1] < lag or steps < 1:
+        raise ValueError(f"recursive_forecast needs a [T] or [B, T] history of at least lag={lag} values and "
+                         f"steps >= 1; got shape {tuple(history.shape)}, steps={steps}")
+    rows = history.reshape(-1, history.shape[-1])
+    buffer = torch.cat([rows[:, -lag:], rows.new_zeros(len(rows), steps)], dim=1)
     for t in range(steps):
-        value = predict(buffer[t:t + lag].unsqueeze(0)).reshape(())
-        buffer[lag + t] = value if clamp is None else value.clamp(clamp[0], clamp[1])
-    return buffer[lag:].clone()
+        value = predict(buffer[:, t:t + lag]).reshape(len(rows))
+        buffer[:, lag + t] = value if clamp is None else value.clamp(clamp[0], clamp[1])
+    out = buffer[:, lag:].clone()
+    return out[0] if history.ndim == 1 else out
