@@ -83,19 +83,25 @@ def save_job(spec: JobSpec, path: str) -> None:
     root = spec.data.resolved_root()
     if root is not None:
         dumped["data"]["root"] = str(root)
-    text = yaml.safe_dump(dumped, sort_keys=False)
+    write_file(path, JOB_FILE, yaml.safe_dump(dumped, sort_keys=False))
+
+
+def write_file(path: str, name: str, text: str) -> None:
+    """Write ``text`` as file ``name`` of the sweep folder ``path`` (a local path, written to a
+    temporary file and renamed so a reader never sees half of it, or an ``s3://``/``gs://`` URI
+    through ``pyarrow.fs``), creating the folder."""
     if is_uri(path):
         import pyarrow.fs as pafs
 
         fs, p = pafs.FileSystem.from_uri(path)
         fs.create_dir(p, recursive=True)
-        with fs.open_output_stream(f"{p}/{JOB_FILE}") as fh:
+        with fs.open_output_stream(f"{p}/{name}") as fh:
             fh.write(text.encode())
     else:
         Path(path).mkdir(parents=True, exist_ok=True)
-        tmp = Path(path) / (JOB_FILE + ".tmp")
+        tmp = Path(path) / (name + ".tmp")
         tmp.write_text(text)
-        os.replace(tmp, Path(path) / JOB_FILE)
+        os.replace(tmp, Path(path) / name)
 
 
 def _read_job_yaml(path: str):

@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sweeplab.runner.folder import is_uri
+from sweeplab.runner.folder import is_uri, write_file
 
 #: The record's file name inside a sweep folder.
 RECORD_FILE = "sweeplab_record.json"
@@ -136,19 +136,7 @@ def write_record(path: str, job: dict[str, Any], event: str, argv: list[str] | N
     """
     record = read_record(path) or {"record_version": 1, "job": job, "sessions": []}
     record["sessions"].append(session(event, argv))
-    text = json.dumps(record, indent=2, default=str)
-    if is_uri(path):
-        import pyarrow.fs as pafs
-
-        fs, p = pafs.FileSystem.from_uri(path)
-        fs.create_dir(p, recursive=True)
-        with fs.open_output_stream(f"{p}/{RECORD_FILE}") as fh:
-            fh.write(text.encode())
-    else:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        tmp = Path(path) / (RECORD_FILE + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, Path(path) / RECORD_FILE)
+    write_file(path, RECORD_FILE, json.dumps(record, indent=2, default=str))
     return record
 
 
