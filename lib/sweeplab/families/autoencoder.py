@@ -101,11 +101,6 @@ class AutoencoderFamily(ModelFamily):
         super().check_data(data, config)
         check_unit_interval(cls.name, data)
 
-    @property
-    def num_iterations(self) -> int:
-        """``epochs``."""
-        return self.config.epochs
-
     def train_iteration(self, iteration: int) -> dict[str, float]:
         """One epoch of Adam (or the configured optimizer) on per-pixel MSE."""
         cfg = self.config

@@ -275,11 +275,6 @@ class CNNClassifier(ModelFamily):
                                  f"(found {y.min()}..{y.max()}); unlabelled data cannot train a classifier")
 
     @property
-    def num_iterations(self) -> int:
-        """Number of epochs."""
-        return self.config.epochs
-
-    @property
     def scheduler(self) -> torch.optim.lr_scheduler.ReduceLROnPlateau | None:
         """The ``ReduceLROnPlateau`` of ``lr_schedule: plateau`` (``None`` otherwise)."""
         return self.schedule.plateau

@@ -102,11 +102,6 @@ class GANFamily(ModelFamily):
         if getattr(config, "backbone", "mlp") == "dcgan" and (h % 4 or w % 4):
             raise ValueError(f"gan backbone dcgan needs image sides divisible by 4; {data.name!r} is {h}x{w}")
 
-    @property
-    def num_iterations(self) -> int:
-        """``epochs``."""
-        return self.config.epochs
-
     def _images(self, idx: torch.Tensor) -> torch.Tensor:
         return to_float_images(self.x_train[idx], self.device) * 2.0 - 1.0
 

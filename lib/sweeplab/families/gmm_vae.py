@@ -144,11 +144,6 @@ class GMMVAEFamily(ModelFamily):
         if min(data.y_train.min(), data.y_test.min()) < 0:
             raise ValueError(f"gmm_vae needs the true component of every point; {data.name!r} has labels -1")
 
-    @property
-    def num_iterations(self) -> int:
-        """``epochs``."""
-        return self.config.epochs
-
     def train_iteration(self, iteration: int) -> dict[str, float]:
         """One epoch; ``train_loss`` is the epoch mean of the batch means (spec §2)."""
         cfg = self.config

@@ -137,11 +137,6 @@ class HopfieldFamily(ModelFamily):
         """``probe_batches``."""
         return int(config.probe_batches)
 
-    @property
-    def num_iterations(self) -> int:
-        """``probe_batches``."""
-        return self.config.probe_batches
-
     def train_iteration(self, iteration: int) -> dict[str, float]:
         """Run one batch of probes to a stop and return every metric, running over all batches so far."""
         starts, source = self._starts()

@@ -36,7 +36,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from sweeplab.datasets.base import DataBundle
 from sweeplab.datasets.regression_synthetic import noiseless_targets
@@ -203,11 +203,6 @@ class MLPRegression(ModelFamily):
     def num_iterations_of(cls, config: FamilyConfig) -> int:
         """``ceil(epochs / epochs_per_iteration)``."""
         return math.ceil(config.epochs / config.epochs_per_iteration)
-
-    @property
-    def num_iterations(self) -> int:
-        """``ceil(epochs / epochs_per_iteration)``."""
-        return self.num_iterations_of(self.config)
 
     def extra_results(self) -> dict[str, float]:
         """``num_params``, ``signal_power`` and ``snr_db``."""

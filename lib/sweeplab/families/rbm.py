@@ -115,11 +115,6 @@ class RBMFamily(ModelFamily):
             raise ValueError(f"rbm inpaint_rows={rows} is more than the {data.sample_shape[1]} rows of "
                              f"{data.name!r}'s images")
 
-    @property
-    def num_iterations(self) -> int:
-        """``epochs``."""
-        return self.config.epochs
-
     def train_iteration(self, iteration: int) -> dict[str, float]:
         """One epoch of CD/PCD updates; returns ``train_recon_mse``."""
         cfg = self.config

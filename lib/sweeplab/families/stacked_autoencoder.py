@@ -117,11 +117,6 @@ class StackedAutoencoderFamily(ModelFamily):
         """Pretraining (layers x ``pretrain_epochs``, if ``pretrain``) + classifier + fine-tuning epochs."""
         return len(config.schedule())
 
-    @property
-    def num_iterations(self) -> int:
-        """Every phase's epochs (see :meth:`num_iterations_of`)."""
-        return len(self.plan)
-
     def train_iteration(self, iteration: int) -> dict[str, float]:
         """One epoch of the phase the plan gives ``iteration``."""
         phase, layer = self.plan[iteration]

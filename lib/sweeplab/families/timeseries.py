@@ -188,11 +188,6 @@ class TimeSeriesForecaster(ModelFamily):
             raise ValueError(f"timeseries: lag {config.lag} needs a history longer than {n} values")
         cv_folds(n - config.lag, config)
 
-    @property
-    def num_iterations(self) -> int:
-        """``epochs``."""
-        return self.config.epochs
-
     def extra_results(self) -> dict[str, float]:
         """``num_params`` of one model."""
         return {"num_params": count_params(self.models[0])}

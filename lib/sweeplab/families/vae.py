@@ -161,11 +161,6 @@ class VAEFamily(ModelFamily):
                              f"{data.name!r} needs class labels 0..C-1 with C >= 2 (has num_classes="
                              f"{data.num_classes}, labels -1 mean 'no label')")
 
-    @property
-    def num_iterations(self) -> int:
-        """``epochs``."""
-        return self.config.epochs
-
     def train_iteration(self, iteration: int) -> dict[str, float]:
         """One epoch of the multi-loss over shuffled training batches, then one step of the plateau
         schedule on the epoch's mean loss.

@@ -110,11 +110,6 @@ class VAEMNISTFamily(ModelFamily):
             raise ValueError(f"vae_mnist scores its samples with a reference classifier trained on the labels: "
                              f"dataset {data.name!r} needs labels 0..C-1 with C >= 2")
 
-    @property
-    def num_iterations(self) -> int:
-        """``epochs``."""
-        return self.config.epochs
-
     def _flat(self, x: torch.Tensor) -> torch.Tensor:
         return to_float_images(x, self.device).reshape(len(x), -1)
 

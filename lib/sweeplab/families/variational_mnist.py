@@ -204,11 +204,6 @@ class VariationalMNISTFamily(ModelFamily):
         """``ceil(steps / steps_per_iteration)``."""
         return math.ceil(config.steps / config.steps_per_iteration)
 
-    @property
-    def num_iterations(self) -> int:
-        """``ceil(steps / steps_per_iteration)``."""
-        return self.num_iterations_of(self.config)
-
     def beta(self, step: int) -> float:
         """KL / conjugation weight ``β = min(1, step / kl_warmup)`` before 0-based step ``step``."""
         warm = self.config.kl_warmup()

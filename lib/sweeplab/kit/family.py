@@ -94,9 +94,10 @@ class ModelFamily(abc.ABC):
 
     # -- what a family implements ------------------------------------------------------------
     @property
-    @abc.abstractmethod
     def num_iterations(self) -> int:
-        """Total number of iterations (what Ray Tune calls ``training_iteration``)."""
+        """Total number of iterations (what Ray Tune calls ``training_iteration``): by default
+        :meth:`num_iterations_of` this trial's config, so a family states its budget once."""
+        return self.num_iterations_of(self.config)
 
     @abc.abstractmethod
     def train_iteration(self, iteration: int) -> dict[str, float]:
