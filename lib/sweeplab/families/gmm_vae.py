@@ -41,6 +41,7 @@ from sweeplab.kit.optim import OptimizerConfig, build_optimizer, count_params
 from sweeplab.kit.tensors import batches
 from sweeplab.metrics import samples as sm
 from sweeplab.metrics.convention import Metric
+from sweeplab.metrics.vae import active_units
 from sweeplab.models.gmm_vae import DenseVAE, kl_standard_normal, neg_elbo_terms, recon_nll, training_loss
 
 #: Sample metrics: (name, mode, unit, description); each also has a constant ``<name>_ceiling``.
@@ -238,7 +239,7 @@ class GMMVAEFamily(ModelFamily):
                       test_recon_nll=float(recon.mean()) + log_jacobian,
                       test_kl=float(kl.mean()),
                       test_mse=float(((x_hat - np.asarray(self.data.x_test, np.float64)) ** 2).mean()),
-                      test_active_units=float(active_units(mu_np)),
+                      test_active_units=float(active_units(torch.from_numpy(mu_np))),
                       **latent_structure(mu_np, np.asarray(self.data.y_test), self.means.shape[0], cfg.seed))
         return result
 
@@ -269,12 +270,6 @@ def mixture_of(data: DataBundle) -> tuple[np.ndarray, np.ndarray, float]:
     means = np.stack([x[y == c].mean(0) if counts[c] else x.mean(0) for c in range(k)])
     sigma = float(np.sqrt(((x - means[y]) ** 2).mean()))
     return means, counts / counts.sum(), sigma
-
-
-def active_units(mu: np.ndarray, threshold: float = 0.01) -> int:
-    """Burda et al. (2016): latent dims whose posterior mean varies over the data by more than
-    ``threshold`` (sample variance, Bessel-corrected). ``mu``: ``[N, d]``, N >= 2."""
-    return int((np.var(mu, axis=0, ddof=1) > threshold).sum())
 
 
 def latent_structure(mu: np.ndarray, labels: np.ndarray, k: int, seed: int) -> dict[str, float]:

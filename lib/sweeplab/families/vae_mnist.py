@@ -31,12 +31,12 @@ import torch
 from pydantic import Field
 
 from sweeplab.datasets.base import DataBundle
-from sweeplab.families.gmm_vae import active_units
 from sweeplab.kit.evaluation import EvalCache, EvalConfig, eval_generator
 from sweeplab.kit.family import FamilyConfig, ModelFamily, register_family
 from sweeplab.kit.optim import OptimizerConfig, build_optimizer, count_params
 from sweeplab.kit.tensors import batches, shared_tensor, to_float_images
 from sweeplab.metrics.convention import Metric
+from sweeplab.metrics.vae import active_units
 from sweeplab.metrics.reference_classifier import image_sample_metrics, reference_classifier
 from sweeplab.models.gmm_vae import DenseVAE, kl_standard_normal, recon_nll
 
@@ -151,7 +151,7 @@ class VAEMNISTFamily(ModelFamily):
         n = len(self.x_test)
         scores = self.reference.score(self.generate(cfg.n_samples, gen))
         return {"test_elbo": -(recon + kl) / n, "test_recon_nll": recon / n, "test_kl": kl / n,
-                "test_active_units": float(active_units(np.concatenate(mus))) if n >= 2 else float("nan"),
+                "test_active_units": float(active_units(torch.from_numpy(np.concatenate(mus)))) if n >= 2 else float("nan"),
                 **scores}
 
     @torch.no_grad()
