@@ -1,0 +1,26 @@
+"""``none``: no data, for families that compute their objective without any (``analytic``).
+
+Every job names a dataset and the runner reads it once; a family that needs none (an analytic
+test function) names this one. It holds a single placeholder sample so the bundle is a valid
+``unlabelled`` :class:`~sweeplab.datasets.base.DataBundle`; families that train on data refuse
+it through their ``data_tasks`` or shape checks.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from sweeplab.datasets.base import DataBundle, register_dataset
+
+
+@register_dataset("none", needs_root=False)
+def no_data(root: Path | None = None, download: bool = False) -> DataBundle:
+    """No data: one placeholder sample ``float32 [1, 1]`` of 0 in train and test (``unlabelled``).
+
+    Args:
+        root, download: ignored (nothing is read).
+    """
+    placeholder = np.zeros((1, 1), dtype=np.float32)
+    return DataBundle("none", placeholder, None, placeholder.copy(), None, task="unlabelled",
+                      meta={"placeholder": "no data: the family computes its objective itself"})
