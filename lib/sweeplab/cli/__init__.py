@@ -1,10 +1,12 @@
-"""The ``sweeplab`` command: run, resume, validate, table, best, plot, compare, verdicts, info, report.
+"""The ``sweeplab`` command: run, resume, validate, table, best, plot, compare, verdicts, info, report,
+dashboard.
 
 Every user error (bad job file, missing data, unknown sweep) prints one ``sweeplab: error:``
 block naming the file/field and the fix, and exits with status 2; no stack trace.
 
 Layout: :mod:`.parser` (the arguments), :mod:`.running` (run, resume, validate),
-:mod:`.reading` (the commands that read sweep folders). Nothing heavy is imported here.
+:mod:`.reading` (the commands that read sweep folders), :mod:`.dashboard` (Optuna's dashboard).
+Nothing heavy is imported here.
 """
 from __future__ import annotations
 
@@ -43,9 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    from sweeplab.cli import reading, running
+    from sweeplab.cli import dashboard, reading, running
 
     handlers = {"validate": running.validate, "run": running.run, "resume": running.resume,
                 "table": reading.table, "best": reading.best, "plot": reading.plot, "compare": reading.compare,
-                "verdicts": reading.verdicts, "info": reading.info, "report": reading.report}
+                "verdicts": reading.verdicts, "info": reading.info, "report": reading.report,
+                "dashboard": dashboard.dashboard}
     return handlers[args.command](args)

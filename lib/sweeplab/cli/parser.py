@@ -5,7 +5,7 @@ import argparse
 
 EXIT_USAGE = 2
 DESCRIPTION = ("Hyperparameter sweeps of research models on Ray Tune: run, resume, validate, table, best, "
-               "plot, compare, verdicts, info, report.")
+               "plot, compare, verdicts, info, report, dashboard.")
 
 
 def _csv(value: str) -> list[str]:
@@ -27,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
     _add_running(sub)
     _add_reading(sub)
+    _add_dashboard(sub)
     return p
 
 
@@ -120,3 +121,13 @@ def _add_reading(sub) -> None:
     rep.add_argument("sweep", nargs="+")
     rep.add_argument("--out", default="report.html", help="the HTML file (default: report.html)")
     rep.add_argument("--storage-path")
+
+
+def _add_dashboard(sub) -> None:
+    """``dashboard``: Optuna's dashboard on a sweep's stored study."""
+    dash = sub.add_parser("dashboard", help="serve Optuna's dashboard (optuna-dashboard) of a running or "
+                                            "finished sweep's study, on 127.0.0.1")
+    dash.add_argument("sweep")
+    dash.add_argument("--port", type=int, default=8080, help="default: 8080")
+    dash.add_argument("--host", default="127.0.0.1", help="default: 127.0.0.1 (this machine only)")
+    dash.add_argument("--storage-path")

@@ -156,8 +156,9 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
     if has_tuner_state(exp_path):
         raise SweepError(f"{exp_path} already holds a sweep; continue it with `sweeplab resume {exp_path}` "
                          "or start another with --name")
-    search = (*build_search(spec), build_scheduler(spec))  # before Ray starts and before any file is written
     data = prepare_data(spec)  # before Ray starts: bad data fails fast
+    # before Ray starts; the Optuna study is created in storage (study.py), once the data has loaded
+    search = (*build_search(spec, exp_path), build_scheduler(spec))
     _start_ray(spec, address, num_cpus, dashboard, storage)
     save_job(spec, exp_path)
     _record(spec, exp_path, "run")
@@ -202,6 +203,9 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
     _record(spec, exp_path, "resume")
     from ray import tune
 
+    from sweeplab.runner.study import prepare_resume
+
+    prepare_resume(exp_path)  # a moved sweep folder: its embedded Optuna study is reopened there
     tuner = tune.Tuner.restore(exp_path, trainable=make_trainable(spec, data, exp_path),
                                resume_unfinished=True, resume_errored=not restart_errored,
                                restart_errored=restart_errored)

@@ -3,7 +3,8 @@
 Searchers: Optuna (TPE, random, CMA-ES, GP, QMC, NSGA-II; several objectives for all but CMA-ES)
 through Ray Tune's ``OptunaSearch`` with a define-by-run space (so conditional parameters work),
 sweeplab's ``PointsSearcher`` for grids; ``Repeater`` runs each Optuna configuration with several
-seeds. Scheduling: Ray Tune's ASHA, HyperBand or median stopping rule.
+seeds. Scheduling: Ray Tune's ASHA, HyperBand or median stopping rule. The Optuna study lives in
+storage (:mod:`.study`: a journal file in the sweep folder, or ``search.storage``'s database).
 """
 from __future__ import annotations
 
@@ -75,12 +76,22 @@ def _optuna_sampler(spec: JobSpec):
         return optuna.samplers.CmaEsSampler(seed=s.seed, warn_independent_sampling=False)
 
 
-def build_search(spec: JobSpec):
+def build_search(spec: JobSpec, exp_path: str | None = None):
     """The search algorithm and the number of trials for a job (several objectives: Optuna
     gets the lists of metrics and modes).
 
+    Args:
+        spec: the validated job.
+        exp_path: the new sweep's folder: the Optuna study is created in storage there
+            (:func:`sweeplab.runner.study.new_study`: ``<exp_path>/optuna_journal.log``, or the
+            database of ``search.storage``) and recorded in ``<exp_path>/optuna_study.json``.
+            None: an in-memory study (checks, tests). Grids have no study.
+
     Returns:
         ``(search_alg, num_trials)``.
+
+    Raises:
+        SweepError: ``search.storage`` cannot be opened.
     """
     from ray.tune.search import Repeater
 
@@ -99,8 +110,13 @@ def build_search(spec: JobSpec):
 
     metric, mode = ((spec.objectives(), spec.resolved_modes()) if spec.multi_objective
                     else (spec.metric, spec.resolved_mode()))
+    study_name, storage = None, None
+    if exp_path is not None:
+        from sweeplab.runner.study import new_study
+
+        study_name, storage = new_study(spec.name or "sweep", exp_path, s.storage) or (None, None)
     alg = OptunaSearch(space=DefineByRunSpace(dict(s.space)), metric=metric, mode=mode,
-                       sampler=_optuna_sampler(spec))
+                       sampler=_optuna_sampler(spec), study_name=study_name, storage=storage)
     if spec.repeats > 1:
         alg = Repeater(alg, repeat=spec.repeats, set_index=True)
     return alg, s.num_samples * spec.repeats

@@ -88,6 +88,21 @@ def _check_range(low: float, high: float, log: bool) -> None:
 Param = Annotated[Union[FloatParam, IntParam, CategoricalParam], Field(discriminator="type")]
 
 
+def _check_storage_url(url: str, sampler: str) -> None:
+    """``search.storage``: an SQLAlchemy database URL, and a sampler with an Optuna study."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(url)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"search.storage: {url!r} is not a database URL; give an SQLAlchemy URL such as "
+                         "postgresql://user@host:5432/db or sqlite:////abs/path/study.db") from None
+    if sampler == "grid":
+        raise ValueError("search.storage: a grid has no Optuna study (its configurations are fixed); "
+                         "drop storage or use an Optuna sampler")
+
+
 class SearchSpec(_Strict):
     """``search:`` the space, the sampler and the budget."""
 
@@ -101,6 +116,9 @@ class SearchSpec(_Strict):
         None, gt=0, description="Ray Tune stops the sweep, running trials included, after this many seconds")
     space: dict[str, Param] = Field(default_factory=dict)
     variants: list[dict[str, Any]] = Field(default_factory=list)
+    storage: str | None = Field(
+        None, description="database of the Optuna study, an SQLAlchemy URL (postgresql://user@host:5432/db); "
+                          "default: a journal file in the sweep folder (runner/study.py)")
 
     @model_validator(mode="after")
     def _check(self) -> "SearchSpec":
@@ -146,6 +164,8 @@ class SearchSpec(_Strict):
                 if isinstance(p, FloatParam):
                     raise ValueError(
                         f"search.space.{name}: a float range cannot be gridded; use type: categorical with values")
+        if self.storage is not None:
+            _check_storage_url(self.storage, self.sampler)
         return self
 
     def grid_points(self) -> list[dict[str, Any]]:
