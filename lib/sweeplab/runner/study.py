@@ -98,7 +98,7 @@ def open_rdb(url: str) -> RDBStorage:
     try:
         return RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
     except ImportError as exc:
-        driver = "psycopg2-binary" if url.startswith("postgres") else "the database's SQLAlchemy driver"
+        driver = "'psycopg[binary]'" if url.startswith("postgres") else "the database's SQLAlchemy driver"
         raise SweepError(f"search.storage: {redact(url)}: no database driver ({exc}); "
                          f"pip install {driver}") from None
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy's OperationalError and kin
