@@ -13,27 +13,32 @@ shuffled batches, on the same data, in the same run:
 Each path runs with no model (``consumer=none``: only the data) and feeding a tiny forward
 pass (``consumer=tiny``: Conv2d(1, 8, 3) -> ReLU -> MaxPool -> Linear, in inference mode), so the
 table shows both the raw data cost and how much of it remains visible next to a small model.
-Times are wall-clock seconds of one epoch (best of ``--repeats``); the main process uses
-``--threads`` torch threads.
+The two sides alternate epoch by epoch (A B, B A, ...: ``bench/_pairs.py``, one warm-up pair
+first); each figure is the median of the per-pair ratios DataLoader seconds / tensor-path
+seconds (how many times faster the tensor path is; target >= 1: never slower), with its spread
+and the load average. The main process uses ``--threads`` torch threads.
 
 Uses ``ROOT/FashionMNIST/raw`` when present (``bash shared/data/materialize.sh ROOT``);
 otherwise writes synthetic images of the same shape and count as IDX files into a temporary
 folder so torchvision reads the same bytes as path (a).
 
-    python bench/bench_data_path.py --root /work/data --threads 1
+    flock /tmp/sweeplab-cpu.lock python bench/bench_data_path.py --root /work/data --threads 1
 """
 from __future__ import annotations
 
 import argparse
-import os
+import statistics
 import struct
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _pairs import Target, interleave, report, timed  # noqa: E402
 
 
 def write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, prefix: str) -> None:
@@ -102,13 +107,14 @@ def epoch_dataloader(dataset, batch_size: int, workers: int, model: nn.Module | 
 
 
 def main() -> None:
-    """Run every (path, consumer) pair ``--repeats`` times and print the table."""
+    """Interleave the tensor path with each DataLoader setting, per consumer, and print the figures."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--root", type=Path, default=Path("/work/data"))
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--pairs", type=int, default=3, help="epoch pairs per comparison, order alternating")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    ap.add_argument("--consumers", nargs="+", default=["none", "tiny"], choices=["none", "tiny"])
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     from torchvision import transforms
@@ -119,29 +125,25 @@ def main() -> None:
         dataset = FashionMNIST(str(root), train=True, download=False, transform=transforms.ToTensor())
         x = dataset.data.numpy()[:, None].copy()  # uint8 [N, 1, 28, 28], as a DataBundle holds it
         y = dataset.targets.numpy().astype(np.int64)
-        runs = []
-        for consumer in ("none", "tiny"):
+        print(f"one epoch of {len(y):,} samples, batch {args.batch_size}, {args.threads} thread(s) in the main "
+              f"process; data: {source}")
+        for consumer in args.consumers:
             model = tiny_model() if consumer == "tiny" else None
-            paths = [("tensor batches (ours)", lambda s, m=model: epoch_tensor_path(x, y, args.batch_size, m, s))]
             for w in args.workers:
-                paths.append((f"DataLoader+ToTensor, {w} workers",
-                              lambda s, m=model, w=w: epoch_dataloader(dataset, args.batch_size, w, m, s)))
-            for name, fn in paths:
-                best = float("inf")
-                for r in range(args.repeats):
-                    t0 = time.perf_counter()
-                    n = fn(r)
-                    best = min(best, time.perf_counter() - t0)
-                assert n == len(y), (name, n)
-                runs.append((consumer, name, best, n / best))
-                print(f"  {consumer:5s} {name:32s} {best:8.2f} s  {n / best:12,.0f} samples/s", flush=True)
+                print(f"\nconsumer {consumer}: DataLoader+ToTensor with {w} workers (A) vs tensor batches (B)")
 
-    print(f"\nOne epoch of {len(y):,} samples, batch {args.batch_size}, {args.threads} thread(s) in the "
-          f"main process, best of {args.repeats}; load average {os.getloadavg()[0]:.1f}; data: {source}")
-    print(f"{'consumer':9s} {'path':32s} {'s/epoch':>9s} {'samples/s':>12s} {'ours is x faster':>17s}")
-    for consumer, name, sec, rate in runs:
-        ours = next(r for c, nm, _, r in runs if c == consumer and nm.startswith("tensor"))
-        print(f"{consumer:9s} {name:32s} {sec:9.2f} {rate:12,.0f} {ours / rate:17.1f}")
+                def ours(i: int, m=model) -> float:
+                    return timed(lambda: epoch_tensor_path(x, y, args.batch_size, m, i))
+
+                def loader(i: int, m=model, w=w) -> float:
+                    return timed(lambda: epoch_dataloader(dataset, args.batch_size, w, m, i))
+
+                p = interleave(loader, ours, args.pairs, warmup=1)
+                report(f"DataLoader ({w} workers) / tensor path, s per epoch, consumer {consumer}", p.ratios,
+                       Target(">=", 1.0), what=f"seconds per epoch: DataLoader {[round(a, 2) for a in p.a]}, "
+                       f"tensor path {[round(b, 3) for b in p.b]} ({len(y) / statistics.median(p.b):,.0f} vs "
+                       f"{len(y) / statistics.median(p.a):,.0f} samples/s)",
+                       load_before=p.load_before, load_after=p.load_after)
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def run_function(name: str, seeds: int, max_trials: int, grid: dict[str, int]) -
     cap = {arm: max_trials * BUDGET for arm in arms} | {f"grid {g}^{fn.dim}": g ** fn.dim * BUDGET}
     print(f"\n{name} (f* = {fn.f_star:.6f}, sigma_0 = {fn.noise_sd:g}, budget {BUDGET}): trial-iterations until "
           f"a point with regret <= {eps:g} completes its budget, {seeds} seeds")
-    print(f"| arm | median | min | quartiles | max | capped seeds | cap |")
+    print("| arm | median | min | quartiles | max | capped seeds | cap |")
     print("|:--|--:|--:|--:|--:|--:|--:|")
     for arm, vals in counts.items():
         s, capped = spread(vals), sum(v >= cap[arm] for v in vals)

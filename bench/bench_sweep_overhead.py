@@ -1,26 +1,36 @@
 """Epoch time of a family inside a Ray Tune sweep vs the same loop run bare, side by side.
 
-Target: the sweep costs at most 5 % more per epoch (ratio <= 1.05). Both runs use the same
-config, the same data (read once here), one torch thread, and alternate so that background load
-hits both alike:
+Target: the sweep costs at most 5 % more per epoch (ratio <= 1.05). Both sides use the same
+config, the same data (read once here, cut as the sweep's runner cuts it), one torch thread, and
+alternate run by run (bare, sweep; sweep, bare; ...: ``bench/_pairs.py``) so that the machine's
+drift hits both alike; the figure is the median of the per-pair ratios of the median epoch
+(the first epoch of every run dropped):
 
     bare   : ModelFamily.train_iteration + evaluate in this process
     sweep  : the same family through sweeplab's runner (Ray Tune, object-store data,
              tune.report + a checkpoint every epoch); Ray's per-result ``time_this_iter_s``
 
+Pairs are whole short runs, not single epochs: a per-epoch pair inside one trial process would
+need a hook in the shared loop (``kit/loop.py``) to run a bare epoch between two swept ones.
+
 Usage:
-    python bench/bench_sweep_overhead.py --root data                      # Fashion-MNIST
-    python bench/bench_sweep_overhead.py --dataset digits --epochs 20     # no data needed
+    flock /tmp/sweeplab-cpu.lock python bench/bench_sweep_overhead.py --root /work/data   # Fashion-MNIST
+    python bench/bench_sweep_overhead.py --dataset digits --epochs 6                      # no data needed
 """
 from __future__ import annotations
 
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
+from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _pairs import Target, interleave, report  # noqa: E402
 
 
 def bare_epochs(family_name: str, config: dict, data, epochs: int) -> list[float]:
@@ -39,9 +49,11 @@ def bare_epochs(family_name: str, config: dict, data, epochs: int) -> list[float
     return out
 
 
-def sweep_epochs(family_name: str, config: dict, data_spec: dict, epochs: int, storage: str) -> list[float]:
+def sweep_epochs(family_name: str, config: dict, data_spec: dict, epochs: int,
+                 storage: str) -> tuple[list[float], list[float]]:
     """Wall seconds between consecutive results of a one-trial sweep of the same config (Ray's
-    ``time_this_iter_s``: the epoch plus tune.report and the checkpoint write)."""
+    ``time_this_iter_s``: the epoch plus tune.report and the checkpoint write) and the loop's own
+    ``iteration_seconds`` (train + evaluate inside the trial), each a list over epochs."""
     from sweeplab import load_sweep
     from sweeplab.runner import run_sweep
     from sweeplab.spec import validate_spec
@@ -61,13 +73,14 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--root", default="data")
-    p.add_argument("--train-fraction", type=float, default=0.25)
-    p.add_argument("--epochs", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=2, help="bare/sweep alternations")
+    p.add_argument("--train-fraction", type=float, default=0.1)
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--epochs", type=int, default=3, help="epochs a run (the first is dropped: warm-up)")
+    p.add_argument("--pairs", type=int, default=4, help="bare/sweep pairs, order alternating")
     p.add_argument("--config", default='{"n_blocks": 4, "filters": 32, "norm": "batch", "batch_size": 128}')
     args = p.parse_args()
 
-    from sweeplab.runner import prefer_loopback
+    from sweeplab.runner import init_ray, prefer_loopback
 
     prefer_loopback(None)
     import ray
@@ -75,33 +88,35 @@ def main() -> None:
     from sweeplab.datasets.base import load_dataset
 
     config = {**json.loads(args.config), "epochs": args.epochs}
-    data_spec = {"name": args.dataset, "train_fraction": args.train_fraction}
+    data_spec = {"name": args.dataset, "train_fraction": args.train_fraction, "test_fraction": args.test_fraction}
     if args.dataset != "digits":
         data_spec["root"] = args.root
     data = load_dataset(args.dataset, args.root if args.dataset != "digits" else None)
-    data = data.subset(args.train_fraction, 1.0, seed=0)
-    from sweeplab.runner import init_ray
-
+    data = data.subset(args.train_fraction, args.test_fraction, seed=0)  # what the sweep's runner cuts
     init_ray(num_cpus=1)  # sweeplab's own local Ray: loopback, trials at normal priority
-    bare, swept, inside = [], [], []
+    inside: list[float] = []
+
+    def bare(i: int) -> float:
+        return statistics.median(bare_epochs("cnn_classifier", config, data, args.epochs)[1:])
+
+    def sweep(i: int) -> float:
+        wall, compute = sweep_epochs("cnn_classifier", config, data_spec, args.epochs, storage)
+        inside.append(statistics.median(compute[1:]))
+        return statistics.median(wall[1:])
+
     with tempfile.TemporaryDirectory() as storage:
-        for _ in range(args.rounds):
-            # the first epoch of each run warms up allocators and caches: compare the rest
-            bare += bare_epochs("cnn_classifier", config, data, args.epochs)[1:]
-            wall, compute = sweep_epochs("cnn_classifier", config, data_spec, args.epochs, storage)
-            swept += wall[1:]
-            inside += compute[1:]
+        pairs = interleave(sweep, bare, args.pairs)
     ray.shutdown()
-    b, s = statistics.median(bare), statistics.median(swept)
-    print(f"\n{args.dataset} ({len(data.x_train)} train samples), config {config}, 1 thread")
-    print(f"| run   | epochs | median s/epoch | min s/epoch |")
-    print(f"|:------|-------:|---------------:|------------:|")
-    print(f"| bare  | {len(bare):6d} | {b:14.3f} | {min(bare):11.3f} |")
-    print(f"| sweep | {len(swept):6d} | {s:14.3f} | {min(swept):11.3f} |")
-    c = statistics.median(inside)
-    print(f"| sweep, train+eval only | {len(inside):6d} | {c:14.3f} | {min(inside):11.3f} |")
-    print(f"\nsweep / bare = {s / b:.3f}  (median; target <= 1.05)   min ratio = {min(swept) / min(bare):.3f}")
-    print(f"of which report + checkpoint: {s - c:.3f} s/epoch; compute inside the trial / bare = {c / b:.3f}")
+    print(f"\n{args.dataset} ({len(data.x_train)} train, {len(data.x_test)} test samples), config {config}, "
+          "1 thread; per run the median of epochs 2..E")
+    loads = {"load_before": pairs.load_before, "load_after": pairs.load_after}
+    report("sweep / bare, seconds per epoch", pairs.ratios, Target("<=", 1.05),
+           what=f"sweep epochs (Ray's time_this_iter_s) {[round(a, 3) for a in pairs.a]} s; "
+                f"bare {[round(b, 3) for b in pairs.b]} s", **loads)
+    report("compute inside the trial / bare", [c / b for c, b in zip(inside, pairs.b)], Target("<=", None),
+           what="the loop's iteration_seconds in the trial over the bare epoch: the trial process's own "
+                f"speed; report + checkpoint = {statistics.median(pairs.a) - statistics.median(inside):.3f} "
+                "s/epoch", **loads)
 
 
 if __name__ == "__main__":
