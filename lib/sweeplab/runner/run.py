@@ -62,7 +62,16 @@ def _callbacks(spec: JobSpec) -> list[Any]:
     from sweeplab.tensorboard import HParamsLoggerCallback
 
     params = list(spec.search.space) + sorted({k for v in spec.search.variants for k in v if k != "name"})
-    return [HParamsLoggerCallback(params, list(spec.family().metric_table()))]
+    return [HParamsLoggerCallback(params, list(spec.family().metric_table()))] + _trackers(spec)
+
+
+def _trackers(spec: JobSpec) -> list[Any]:
+    """The job's opt-in MLflow / W&B callbacks (:mod:`.trackers`, imported only when asked for)."""
+    if spec.logging.mlflow is None and spec.logging.wandb is None:
+        return []
+    from sweeplab.runner.trackers import tracker_callbacks
+
+    return tracker_callbacks(spec)
 
 
 def _trial_name(trial: Any) -> str:
@@ -157,6 +166,7 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
         raise SweepError(f"{exp_path} already holds a sweep; continue it with `sweeplab resume {exp_path}` "
                          "or start another with --name")
     data = prepare_data(spec)  # before Ray starts: bad data fails fast
+    _trackers(spec)  # a tracker that is not installed, too
     # before Ray starts; the Optuna study is created in storage (study.py), once the data has loaded
     search = (*build_search(spec, exp_path), build_scheduler(spec))
     _start_ray(spec, address, num_cpus, dashboard, storage)

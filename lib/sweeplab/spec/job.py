@@ -90,10 +90,38 @@ class FailureSpec(_Strict):
     max_failures: int = Field(0, ge=-1, description="-1: retry forever")
 
 
+class MLflowSpec(_Strict):
+    """``logging.mlflow:`` every trial as an MLflow run (Ray's ``MLflowLoggerCallback``): its
+    hyperparameters as params, its metrics at every iteration (step = training_iteration)."""
+
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI: a server (http://host:5000), a "
+                                     "local store (file:/abs/mlruns, sqlite:///mlflow.db); default: MLflow's "
+                                     "own ($MLFLOW_TRACKING_URI)")
+    experiment: str | None = Field(None, description="MLflow experiment (created if missing; default: the "
+                                                     "sweep's name)")
+    tags: dict[str, str] = Field(default_factory=dict, description="tags set on every run")
+
+
+class WandbSpec(_Strict):
+    """``logging.wandb:`` every trial as a Weights & Biases run (Ray's ``WandbLoggerCallback``),
+    grouped by sweep; offline runs are written under each trial's folder (``wandb sync`` them)."""
+
+    project: str = Field(description="W&B project")
+    entity: str | None = Field(None, description="W&B team or user (default: your default entity)")
+    group: str | None = Field(None, description="run group (default: the sweep's name)")
+    mode: Literal["online", "offline", "disabled"] | None = Field(
+        None, description="online needs an API key (wandb login or $WANDB_API_KEY); offline writes run "
+                          "files to upload later; default: $WANDB_MODE, else online")
+    tags: list[str] = Field(default_factory=list)
+
+
 class LoggingSpec(_Strict):
-    """``logging:`` extra TensorBoard output."""
+    """``logging:`` extra TensorBoard output and opt-in experiment trackers
+    (:mod:`sweeplab.runner.trackers`)."""
 
     media_every: int = Field(0, ge=0, description="iterations between image grids (0 = never)")
+    mlflow: MLflowSpec | None = None
+    wandb: WandbSpec | None = None
 
 
 class JobSpec(_Strict):
