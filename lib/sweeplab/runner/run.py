@@ -167,9 +167,10 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
                          "or start another with --name")
     data = prepare_data(spec)  # before Ray starts: bad data fails fast
     _trackers(spec)  # a tracker that is not installed, too
-    # before Ray starts; the Optuna study is created in storage (study.py), once the data has loaded
-    search = (*build_search(spec, exp_path), build_scheduler(spec))
+    scheduler = build_scheduler(spec)
     _start_ray(spec, address, num_cpus, dashboard, storage)
+    # the Optuna study is created in storage (study.py) once every check has passed: bad input writes nothing
+    search = (*build_search(spec, exp_path), scheduler)
     save_job(spec, exp_path)
     _record(spec, exp_path, "run")
     results = _new_tuner(spec, data, storage, exp_path, verbose, search).fit()
