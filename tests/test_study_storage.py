@@ -100,23 +100,25 @@ def test_dashboard_serves_the_study_on_localhost(embedded):
     port = _free_port()
     proc = subprocess.Popen([sys.executable, "-m", "sweeplab.cli", "dashboard", embedded, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    name = json.loads((Path(embedded) / STUDY_FILE).read_text())["study_name"]
+    body = detail = None
     try:
-        deadline, body = time.time() + 60, None
+        deadline = time.time() + 60
         while time.time() < deadline and proc.poll() is None and body is None:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as resp:
                     body = json.loads(resp.read())
             except OSError:
                 time.sleep(0.3)
-        assert body is not None, f"the dashboard did not answer:\n{proc.communicate(timeout=10)[0] if proc.poll() is not None else ''}"
-        name = json.loads((Path(embedded) / STUDY_FILE).read_text())["study_name"]
-        (summary,) = [s for s in body["study_summaries"] if s["study_name"] == name]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0") as resp:
-            detail = json.loads(resp.read())
-        assert len(detail["trials"]) == 4 and detail["directions"] == ["minimize"]
+        if body is not None:
+            (summary,) = [s for s in body["study_summaries"] if s["study_name"] == name]
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}?after=0") as resp:
+                detail = json.loads(resp.read())
     finally:
         proc.terminate()
         out = proc.communicate(timeout=20)[0]
+    assert body is not None, f"the dashboard did not answer:\n{out}"
+    assert len(detail["trials"]) == 4 and detail["directions"] == ["minimize"]
     assert f"http://127.0.0.1:{port}/dashboard/studies/" in out
 
 

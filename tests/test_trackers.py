@@ -122,7 +122,7 @@ def test_tracker_fields_and_missing_packages(monkeypatch):
         with pytest.raises(SweepError, match="MLFLOW_ALLOW_FILE_STORE=true"):
             tracker_callbacks(spec_with("t", mlflow={"tracking_uri": "file:/tmp/mlruns"}))
     monkeypatch.setitem(sys.modules, "mlflow", None)  # as if not installed
-    with pytest.raises(SweepError, match="logging.mlflow: the mlflow package is not installed; pip install mlflow-skinny"):
+    with pytest.raises(SweepError, match="logging.mlflow: the mlflow package is not installed; pip install mlflow-sk"):
         tracker_callbacks(spec)
     monkeypatch.delitem(sys.modules, "mlflow")
     monkeypatch.setitem(sys.modules, "wandb", None)
