@@ -18,6 +18,7 @@ item 2 lands) and the per-pair ratio sweeplab / bare.
 
     flock /tmp/sweeplab-cpu.lock python bench/bench_trial_scale.py            # N = 20, 100
     flock /tmp/sweeplab-cpu.lock python bench/bench_trial_scale.py --full     # and N = 1,000 (~20 min)
+    flock /tmp/sweeplab-cpu.lock python bench/bench_trial_scale.py --sizes 1000 --sweeplab-only   # ~10 min
 """
 from __future__ import annotations
 
@@ -111,11 +112,24 @@ def measure(n: int, pairs: int, storage: str) -> None:
            what="per-pair ratio of the two wall times", **loads)
 
 
+def measure_one_side(n: int, storage: str) -> None:
+    """sweeplab alone at ``n`` trials (no bare pair): wall over ideal and seconds per trial."""
+    from _pairs import load
+
+    ideal = n * SLEEP / 2
+    before = load()
+    seconds = run_sweeplab(n, storage)
+    report(f"sweeplab wall / ideal, N={n} (sweeplab only)", [seconds / ideal], Target("<=", 1.3),
+           what=f"one run: {seconds:.1f} s over N x 1 s / 2 = {ideal:g} s", per_trial_s=round(seconds / n, 4),
+           load_before=before, load_after=load())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--full", action="store_true", help="also N = 1,000 (one pair: about 20 minutes)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[20, 100])
     ap.add_argument("--pairs", type=int, nargs="+", default=[3, 2], help="pairs for each size")
+    ap.add_argument("--sweeplab-only", action="store_true", help="time sweeplab alone, once a size (half the time)")
     args = ap.parse_args()
     sizes, pairs = list(args.sizes), list(args.pairs)
     if args.full:
@@ -128,7 +142,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as storage:
         run_sweeplab(4, storage), run_bare(4, storage)  # warm-up: trial processes, imports, Optuna
         for n, k in zip(sizes, pairs + [pairs[-1]] * (len(sizes) - len(pairs))):
-            measure(n, k, storage)
+            if args.sweeplab_only:
+                measure_one_side(n, storage)
+            else:
+                measure(n, k, storage)
 
 
 if __name__ == "__main__":
