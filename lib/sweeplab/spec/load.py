@@ -21,18 +21,21 @@ def parse_overrides(items: list[str] | None) -> list[tuple[list[str], Any]]:
     ``true``, ``[a, b]``), never evaluated as code.
 
     Raises:
-        SpecError: an item without ``=`` or with an empty key.
+        SpecError: an item without ``=``, with an empty key or an empty part of it (``a..b``).
     """
     out = []
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise SpecError(f"--set {item!r}: write it as dotted.field=value, e.g. --set train.epochs=2")
+        if not all(part.strip() for part in key.split(".")):
+            raise SpecError(f"--set {item!r}: {key.strip()!r} has an empty part between dots; "
+                            "write it as dotted.field=value, e.g. --set train.epochs=2")
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as exc:
             raise SpecError(f"--set {item!r}: the value is not valid YAML ({exc.problem})") from None
-        out.append((key.strip().split("."), value))
+        out.append(([part.strip() for part in key.split(".")], value))
     return out
 
 
@@ -63,10 +66,19 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         SpecError: missing file, malformed YAML (with line and column), or not a mapping.
     """
     p = Path(path)
+    if p.is_dir():
+        raise SpecError(f"{p}: is a folder, not a job file; give one of its .yaml files")
     if not p.is_file():
         raise SpecError(f"{p}: no such job file")
     try:
-        raw = yaml.safe_load(p.read_text())
+        text = p.read_bytes().decode("utf-8-sig")  # a BOM some editors write is not a field
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{p}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); a job file "
+                        "is YAML text: re-save it as UTF-8 (iconv -f latin1 -t utf-8), or check the path") from None
+    except OSError as exc:
+        raise SpecError(f"{p}: cannot read the job file ({exc.strerror or exc})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -180,8 +192,9 @@ def _unknown_fields(spec: JobSpec, fam: Any) -> list[str]:
     return problems
 
 
-def _field_problem(spec: JobSpec, fam: Any, where: str, values: dict[str, Any]) -> str | None:
-    """One line if the family's Config rejects ``train`` updated with ``values``, else None."""
+def _config_errors(spec: JobSpec, fam: Any, values: dict[str, Any]) -> list[tuple[str, str]]:
+    """``(hyperparameter, "name: problem")`` for each error of the family's Config on ``train``
+    updated with ``values``; the hyperparameter is ``""`` for a check across fields."""
     try:
         fam.Config.model_validate({**spec.train, **values})
     except ValidationError as exc:
@@ -189,41 +202,42 @@ def _field_problem(spec: JobSpec, fam: Any, where: str, values: dict[str, Any]) 
         for err in exc.errors():
             key = ".".join(str(p) for p in err["loc"])
             if err["type"] == "missing":
-                errs.append(f"{key} is required by {spec.trainable} (set it under train: or search.space:)")
-            else:
-                errs.append(f"{key}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})")
-        if where == "train":
-            return "; ".join(f"train.{e}" for e in errs)
-        return f"{where}: " + "; ".join(errs)
-    return None
+                errs.append((key, f"{key} is required by {spec.trainable} (set it under train: or search.space:)"))
+            elif key:
+                errs.append((key, f"{key}: {err['msg'].removeprefix('Value error, ')} (got {err.get('input')!r})"))
+            else:  # a check across fields: its input is every field
+                errs.append((key, err["msg"].removeprefix("Value error, ")))
+        return [(key.split(".")[0], msg) for key, msg in errs]
+    return []
 
 
 def _value_problems(spec: JobSpec, fam: Any) -> list[str]:
     """The fixed values, then each end of every range and each categorical value, and each
-    variant, validated by the family's Config."""
-    problems: list[str] = []
+    variant, validated by the family's Config. Each problem is reported under the field that
+    holds the value (``train.X``, ``search.space.X``, ``search.variants[i]``), whatever else
+    is wrong at the same time; a problem across fields only when nothing else is."""
     probe_values: dict[str, list[Any]] = {
         key: list(p.values) if isinstance(p, CategoricalParam) else [p.low, p.high]  # type: ignore[union-attr]
         for key, p in spec.search.space.items()}
     defaults = {k: v[0] for k, v in probe_values.items()}
-    base = _field_problem(spec, fam, "train", {})
-    if base and not probe_values:
-        problems.append(base)
+    base = _config_errors(spec, fam, defaults)
+    problems = [f"train.{msg}" for key, msg in base if key in spec.train and key not in probe_values]
     for key, values in probe_values.items():
         for v in values:
-            msg = _field_problem(spec, fam, f"search.space.{key}", {**defaults, key: v})
-            if msg and key in msg.split(":", 1)[1]:
-                problems.append(msg)
+            # a cross-field error counts here only if this value, not the first ones, brings it
+            errs = [msg for k, msg in _config_errors(spec, fam, {**defaults, key: v})
+                    if k == key or (not k and (k, msg) not in base)]
+            if errs:
+                problems.append(f"search.space.{key}: " + "; ".join(errs))
                 break
     for i, var in enumerate(spec.search.variants):
-        msg = _field_problem(spec, fam, f"search.variants[{i}] ({var['name']})",
-                             {**defaults, **{k: v for k, v in var.items() if k != "name"}})
-        if msg:
-            problems.append(msg)
-    if not problems and probe_values:
-        msg = _field_problem(spec, fam, "train", defaults)
-        if msg:
-            problems.append(msg)
+        values = {k: v for k, v in var.items() if k != "name"}
+        errs = [msg for k, msg in _config_errors(spec, fam, {**defaults, **values})
+                if k in values or (not k and (k, msg) not in base)]
+        if errs:
+            problems.append(f"search.variants[{i}] ({var['name']}): " + "; ".join(errs))
+    if not problems and base:  # missing fields, checks across fields
+        problems.append("; ".join(f"train.{msg}" if key else f"train: {msg}" for key, msg in base))
     return problems
 
 

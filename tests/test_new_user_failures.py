@@ -1,0 +1,233 @@
+"""Failures found by trying sweeplab as a new user would (issue 17), each reproduced the way a
+user meets it: the command line on real files, a real closed TCP port for ``--address``, a real
+S3 client against an endpoint where nothing listens, a real pipe closed by its reader, and a real
+sweep in which a trial errors (``SWEEPLAB_FAULT_INJECT``). Bad input must end in one
+``sweeplab: error:`` line naming what is wrong, exit status 2, never a traceback; a sweep's exit
+status says whether it finished cleanly (0), left trials unfinished or produced nothing (1), or
+finished with errored trials (3).
+"""
+from __future__ import annotations
+
+import copy
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeplab.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+GOOD = {
+    "trainable": "cnn_classifier",
+    "data": {"name": "digits", "val_fraction": 0.2},
+    "train": {"epochs": 2, "batch_size": 64, "filters": 8, "n_blocks": 2},
+    "search": {"sampler": "tpe", "num_samples": 2, "space": {
+        "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+        "norm": {"type": "categorical", "values": ["batch", "none"]}}},
+    "metric": "val_accuracy",
+}
+
+
+def _job(tmp: Path, raw: dict | None = None, name: str = "job.yaml") -> Path:
+    path = tmp / name
+    path.write_text(yaml.safe_dump(raw if raw is not None else GOOD))
+    return path
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    """``sweeplab ARGV`` in this process: (exit status, stdout, stderr)."""
+    capsys.readouterr()
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def _error_lines(err: str) -> list[str]:
+    """The error's lines, after checking it is a ``sweeplab: error:`` message with no traceback."""
+    assert "Traceback" not in err and "Error:" not in err.replace("sweeplab: error:", ""), err
+    lines = err.strip().splitlines()
+    assert lines and lines[0].startswith("sweeplab: error: "), err
+    return lines
+
+
+def _closed_port() -> int:
+    """A local TCP port where nothing listens (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _refuse_ray(*args, **kwargs):
+    raise AssertionError("Ray was started for bad input")
+
+
+# -- job files ----------------------------------------------------------------------------------
+NOT_TEXT = {
+    "latin1": yaml.safe_dump(GOOD).encode() + "# réglages de Cécile\n".encode("latin-1"),
+    "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00\x00\x10\x00\x00\x00\x10\x08\x06\x00\x00\x00",
+}
+
+
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("kind", sorted(NOT_TEXT))
+def test_a_job_file_that_is_not_utf8_text_is_one_line(kind, command, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sweeplab.runner.cluster.init_ray", _refuse_ray)
+    job = tmp_path / f"job.{kind}"
+    job.write_bytes(NOT_TEXT[kind])
+    extra = ["--storage-path", tmp_path / "sweeps"] if command == "run" else []
+    code, _, err = _cli([command, job, *extra], capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert str(job) in line and "not UTF-8" in line, line
+    assert not (tmp_path / "sweeps").exists()
+
+
+def test_a_utf8_job_file_with_a_byte_order_mark_reads(tmp_path, capsys):
+    job = tmp_path / "bom.yaml"
+    job.write_bytes("\ufeff".encode() + yaml.safe_dump(GOOD).encode())
+    code, out, err = _cli(["validate", job], capsys)
+    assert code == 0, err
+    assert "OK" in out
+
+
+def test_a_folder_given_as_job_file_says_so(tmp_path, capsys):
+    code, _, err = _cli(["validate", tmp_path], capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert str(tmp_path) in line and "folder, not a job file" in line, line
+
+
+@pytest.mark.parametrize("item", ["train..epochs=3", "train.=3", ".epochs=3"])
+def test_an_override_with_an_empty_part_is_refused(item, tmp_path, capsys):
+    code, _, err = _cli(["validate", _job(tmp_path), "--set", item], capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert item in line and "empty part" in line, line
+
+
+def test_override_spaces_around_dots_are_ignored(tmp_path, capsys):
+    code, out, err = _cli(["validate", _job(tmp_path), "--set", "train. epochs =1"], capsys)
+    assert code == 0, err
+    assert "max_t=1" in out  # ASHA's max_t is the one epoch
+
+
+def test_override_errors_are_each_reported_under_their_own_field(tmp_path, capsys):
+    job = _job(tmp_path)
+    code, _, err = _cli(["validate", job, "--set", "train.epochs=abc",
+                         "--set", "search.space.norm.values=[none,bogus]"], capsys)
+    assert code == 2
+    lines = _error_lines(err)
+    epochs = [x for x in lines if "train.epochs:" in x]
+    norm = [x for x in lines if "search.space.norm:" in x]
+    assert len(lines) == 2 and len(epochs) == 1 and len(norm) == 1, lines
+    assert "'abc'" in epochs[0] and "bogus" not in epochs[0]
+    assert "'bogus'" in norm[0] and "abc" not in norm[0] and "epochs" not in norm[0]
+
+
+def test_a_bad_variant_is_reported_apart_from_a_bad_fixed_value(tmp_path, capsys):
+    raw = copy.deepcopy(GOOD)
+    raw["train"]["epochs"] = "abc"
+    raw["search"] = {"sampler": "grid", "space": {"norm": {"type": "categorical", "values": ["none", "batch"]}},
+                     "variants": [{"name": "wide", "filters": 16}, {"name": "broken", "filters": -1}]}
+    code, _, err = _cli(["validate", _job(tmp_path, raw)], capsys)
+    assert code == 2
+    lines = _error_lines(err)
+    assert len(lines) == 2, lines
+    assert "train.epochs:" in lines[0] and "'abc'" in lines[0] and "filters" not in lines[0]
+    assert "search.variants[1] (broken): filters:" in lines[1] and "epochs" not in lines[1]
+
+
+# -- storage and cluster that cannot be reached -------------------------------------------------
+@pytest.fixture
+def s3_nowhere(monkeypatch) -> str:
+    """S3 requests go to a local port where nothing listens (fails in seconds, no network
+    needed); returns that endpoint's ``host:port``."""
+    endpoint = f"127.0.0.1:{_closed_port()}"
+    for key, value in {"AWS_ENDPOINT_URL": f"http://{endpoint}", "AWS_EC2_METADATA_DISABLED": "true",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
+                       "AWS_SECRET_ACCESS_KEY": "test"}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr("sweeplab.runner.cluster.init_ray", _refuse_ray)
+    return endpoint
+
+
+@pytest.mark.parametrize("command", ["run", "table"])  # resume reads the job as table does
+def test_unreachable_s3_storage_names_the_uri_and_the_network_error(command, s3_nowhere, tmp_path, capsys):
+    """6 s each: the S3 client's own retries (pyarrow's default strategy, not settable from a URI)."""
+    uri = "s3://sweeplab-test-bucket/sweeps"
+    argv = {"run": ["run", _job(tmp_path), "--storage-path", uri], "table": ["table", f"{uri}/job"]}[command]
+    start = time.monotonic()
+    code, _, err = _cli(argv, capsys)
+    assert time.monotonic() - start < 30
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert f"{uri}/job: cannot reach the storage:" in line, line
+    assert s3_nowhere in line  # the first line of the S3 client's own error
+    assert "holds no sweep" not in line
+
+
+@pytest.fixture(scope="module")
+def job_file(tmp_path_factory) -> Path:
+    return _job(tmp_path_factory.mktemp("job"))
+
+
+def test_run_with_an_address_where_no_cluster_answers_fails_fast(job_file, tmp_path):
+    address = f"127.0.0.1:{_closed_port()}"
+    env = {**os.environ, "SWEEPLAB_FAULT_INJECT": ""}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", "run", str(job_file), "--address", address,
+                           "--storage-path", str(tmp_path)], capture_output=True, text=True, timeout=60, env=env)
+    elapsed = time.monotonic() - start
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert elapsed < 30
+    (line,) = _error_lines(proc.stderr)
+    assert f"--address {address}: no Ray cluster answers" in line and "ray start --head" in line, line
+
+
+def test_address_auto_checks_the_cluster_ray_would_pick(monkeypatch):
+    from sweeplab.runner import SweepError
+    from sweeplab.runner.cluster import check_reachable
+
+    port = _closed_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")  # what `--address auto` resolves to first
+    with pytest.raises(SweepError, match=rf"--address auto: no Ray cluster answers \(at .*:{port}\).*ray start"):
+        check_reachable("auto", timeout=5)
+    with pytest.raises(SweepError, match="'63x9' is not a port number"):
+        check_reachable("10.0.0.5:63x9")
+    with socket.socket() as server:  # something that does answer passes
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        check_reachable(f"127.0.0.1:{server.getsockname()[1]}")
+
+
+# -- the documentation's examples ---------------------------------------------------------------
+#: A YAML block of docs/job-spec.md that is deliberately not a whole job starts with this line.
+PARTIAL = "# partial example"
+
+
+def _doc_examples() -> list[str]:
+    text = (ROOT / "docs" / "job-spec.md").read_text()
+    return re.findall(r"^```ya?ml\n(.*?)^```", text, flags=re.M | re.S)
+
+
+def test_every_job_in_the_job_spec_doc_validates():
+    from sweeplab.datasets.base import dataset_names
+    from sweeplab.spec import validate_spec
+
+    blocks = _doc_examples()
+    whole = [b for b in blocks if not b.lstrip().startswith(PARTIAL)]
+    assert len(blocks) >= 2 and whole, "docs/job-spec.md lost its examples"
+    for i, block in enumerate(whole):
+        raw = yaml.safe_load(block)
+        spec = validate_spec(raw, source=f"docs/job-spec.md example {i + 1}", check_data=False)
+        assert spec.data.name in dataset_names()  # the data root is the reader's own: not checked
