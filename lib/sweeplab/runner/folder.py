@@ -71,10 +71,27 @@ def locate_sweep(name_or_path: str, storage_path: str | None = None) -> str:
 def has_tuner_state(path: str) -> bool:
     """True if the sweep folder holds the state ``Tuner.restore`` needs (Ray Tune's public
     ``Tuner.can_restore``; local paths and URIs alike). Imports ``ray.tune``: on a local Ray,
-    call :func:`~sweeplab.runner.cluster.prefer_loopback` first."""
+    call :func:`~sweeplab.runner.cluster.prefer_loopback` first.
+
+    Raises:
+        SweepError: the folder cannot be read (:func:`storage_error`: an unreachable bucket, ...).
+    """
     from ray import tune
 
-    return tune.Tuner.can_restore(path)
+    try:
+        return tune.Tuner.can_restore(path)
+    except OSError as exc:  # an unreachable bucket, no credentials, a folder we may not read
+        raise storage_error(path, exc) from None
+
+
+def storage_error(path: str, exc: OSError) -> SweepError:
+    """The one-line error for a sweep folder that cannot be read or written: the path or URI,
+    the first line of the underlying error (pyarrow's for ``s3://``/``gs://``), and what to check."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if is_uri(path):
+        return SweepError(f"{path}: cannot reach the storage: {first}; check the bucket's name, your "
+                          "credentials and the network (or use a local --storage-path)")
+    return SweepError(f"{path}: cannot read or write the sweep folder: {first}")
 
 
 def save_job(spec: JobSpec, path: str) -> None:
@@ -89,14 +106,21 @@ def save_job(spec: JobSpec, path: str) -> None:
 def write_file(path: str, name: str, text: str) -> None:
     """Write ``text`` as file ``name`` of the sweep folder ``path`` (a local path, written to a
     temporary file and renamed so a reader never sees half of it, or an ``s3://``/``gs://`` URI
-    through ``pyarrow.fs``), creating the folder."""
+    through ``pyarrow.fs``), creating the folder.
+
+    Raises:
+        SweepError: the storage cannot be reached or written (:func:`storage_error`).
+    """
     if is_uri(path):
         import pyarrow.fs as pafs
 
-        fs, p = pafs.FileSystem.from_uri(path)
-        fs.create_dir(p, recursive=True)
-        with fs.open_output_stream(f"{p}/{name}") as fh:
-            fh.write(text.encode())
+        try:
+            fs, p = pafs.FileSystem.from_uri(path)
+            fs.create_dir(p, recursive=True)
+            with fs.open_output_stream(f"{p}/{name}") as fh:
+                fh.write(text.encode())
+        except OSError as exc:
+            raise storage_error(path, exc) from None
     else:
         Path(path).mkdir(parents=True, exist_ok=True)
         tmp = Path(path) / (name + ".tmp")
@@ -123,13 +147,16 @@ def read_job(path: str, *, check_data: bool = False) -> JobSpec:
             not to read results).
 
     Raises:
-        SweepError: if the folder holds no sweeplab sweep or its job file is corrupt.
+        SweepError: if the folder holds no sweeplab sweep or its job file is corrupt, or the
+            storage cannot be reached (:func:`storage_error`: the URI and the underlying error).
         SpecError: the saved job no longer validates (e.g. its data root is gone), naming the
             job file and the field.
     """
     try:
         raw = _read_job_yaml(path)
-    except (FileNotFoundError, OSError):
+    except OSError as exc:
+        if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+            raise storage_error(path, exc) from None
         raise SweepError(f"{path}: holds no sweeplab sweep (no {JOB_FILE}); give the folder that "
                          "`sweeplab run` printed, or the sweep's name with --storage-path") from None
     except yaml.YAMLError as exc:
