@@ -51,20 +51,81 @@ def prefer_loopback(address: str | None) -> None:
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
+#: Seconds :func:`check_reachable` waits for the cluster's address to accept a connection
+#: (Ray itself retries an address where nothing answers for minutes).
+CONNECT_TIMEOUT_S = 10.0
+
+#: What to do when no cluster answers at ``--address``.
+START_HINT = ("start the cluster first (`ray up cluster.yaml`, or `ray start --head` on the head node) "
+              "and pass its address: --address auto on a cluster node, else --address HEAD_IP:6379")
+
+
+def _bootstrap_endpoint(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` that ``ray.init(address=...)`` connects to: ``host:port`` as given (port
+    6379 if none), ``ray://host[:port]`` (Ray Client, port 10001), ``auto`` resolved as Ray
+    resolves it ($RAY_ADDRESS, else the cluster ``ray start`` last started on this machine).
+    None when there is nothing to check (``auto`` with no cluster recorded: Ray says so itself).
+
+    Raises:
+        SweepError: a port that is not a number.
+    """
+    target, default_port = address.strip(), 6379
+    if target == "auto":
+        try:  # Ray's own resolution of "auto" (a private helper; any failure: let ray.init answer)
+            from ray._private.services import canonicalize_bootstrap_address
+
+            target = canonicalize_bootstrap_address("auto") or ""
+        except Exception:  # noqa: BLE001
+            return None
+    elif target.startswith("ray://"):
+        target, default_port = target[len("ray://"):], 10001
+    if not target or "://" in target:
+        return None
+    host, sep, port = target.rpartition(":")
+    if not sep or "]" in port:  # no port, or a bare IPv6 address in brackets
+        host, port = target, str(default_port)
+    if not port.isdigit():
+        raise SweepError(f"--address {address}: {port!r} is not a port number; write HOST:PORT, e.g. 10.0.0.5:6379")
+    return host.strip("[]"), int(port)
+
+
+def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within ``timeout`` seconds when nothing accepts a TCP connection at the cluster's
+    address (:func:`_bootstrap_endpoint`), instead of Ray retrying for minutes.
+
+    Raises:
+        SweepError: naming the address, the reason (refused, timed out, unknown host) and how
+            to start a cluster.
+    """
+    import socket
+
+    endpoint = _bootstrap_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        with socket.create_connection(endpoint, timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc) or type(exc).__name__)
+        where = f"{endpoint[0]}:{endpoint[1]}"
+        seen = "" if where == address.strip() else f" (at {where})"
+        raise SweepError(f"--address {address}: no Ray cluster answers{seen}: {reason}; {START_HINT}") from None
+
+
 def _attach(address: str) -> None:
-    """``ray.init`` on a running cluster; remembers the cluster's temp root."""
+    """``ray.init`` on a running cluster (after :func:`check_reachable`); remembers the
+    cluster's temp root."""
     import ray
 
     global _attached_temp_root
+    check_reachable(address)
     try:
         context = ray.init(address=address, log_to_driver=True, logging_level=logging.WARNING)
     except (ConnectionError, RuntimeError) as exc:
         auth = "auth" in str(exc).lower() or "token" in str(exc).lower()
         hint = ("the cluster uses token authentication: export RAY_AUTH_MODE=token and make its token "
                 "available (~/.ray/auth_token, RAY_AUTH_TOKEN_PATH or RAY_AUTH_TOKEN; `ray get-auth-token` "
-                "on the head prints it)") if auth else \
-            ("start the cluster first (`ray up cluster.yaml`, or `ray start --head` on the head node) "
-             "and pass its address: --address auto on a cluster node, else --address HEAD_IP:6379")
+                "on the head prints it)") if auth else START_HINT
         raise SweepError(f"--address {address}: cannot connect to a Ray cluster; {hint}") from None
     session_dir = (getattr(context, "address_info", None) or {}).get("session_dir")
     _attached_temp_root = Path(session_dir).parent if session_dir else None
