@@ -231,3 +231,63 @@ def test_every_job_in_the_job_spec_doc_validates():
         raw = yaml.safe_load(block)
         spec = validate_spec(raw, source=f"docs/job-spec.md example {i + 1}", check_data=False)
         assert spec.data.name in dataset_names()  # the data root is the reader's own: not checked
+
+
+# -- a real sweep in which one trial errors -----------------------------------------------------
+SWEEP = {
+    "trainable": "cnn_classifier",
+    "data": {"name": "digits", "val_fraction": 0.2},
+    "train": {"epochs": 1, "batch_size": 128, "filters": 4, "n_blocks": 1, "threads": 1, "lr": 0.01},
+    "search": {"sampler": "grid", "space": {"norm": {"type": "categorical", "values": ["none", "batch"]}}},
+    "metric": "val_accuracy",
+    "scheduler": {"type": "none"},
+    "checkpoint": {"every": 1, "keep": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def errored_sweep(ray_session, tmp_path_factory) -> tuple[int, str]:
+    """``sweeplab run`` of a two-trial grid whose ``norm=batch`` trial raises in its first
+    iteration: (exit status, sweep folder)."""
+    tmp = tmp_path_factory.mktemp("errored")
+    job = _job(tmp, SWEEP, name="errored.yaml")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SWEEPLAB_FAULT_INJECT", "raise@1:norm=batch")
+        code = main(["run", str(job), "--storage-path", str(tmp / "sweeps"), "--quiet"])
+    return code, str(tmp / "sweeps" / "errored")
+
+
+def test_a_sweep_with_errored_trials_exits_3(errored_sweep):
+    from sweeplab.cli.running import EXIT_TRIALS_ERRORED
+    from sweeplab.results import load_sweep
+
+    code, path = errored_sweep
+    df = load_sweep(path).dataframe().set_index("norm")
+    assert df.loc["batch", "status"] == "error" and df.loc["none", "status"] == "completed"
+    assert code == EXIT_TRIALS_ERRORED == 3
+
+
+def test_exit_statuses_are_documented():
+    from sweeplab.cli import build_parser
+
+    run_help = build_parser()._subparsers._group_actions[0].choices["run"].format_help()
+    readme = (ROOT / "README.md").read_text()
+    for text in (run_help, readme):
+        flat = " ".join(text.split())
+        assert re.search(r"\b3\b[^.]*errored", flat), "exit status 3 undocumented"
+        assert re.search(r"\b1\b[^.]*unfinished", flat), "exit status 1 undocumented"
+
+
+def test_table_into_a_pipe_its_reader_closed_ends_quietly(errored_sweep):
+    """``sweeplab table PATH | head``: the reader is gone before the table is written (the pipe's
+    read end is closed before the command starts), so the first write fails with EPIPE."""
+    _, path = errored_sweep
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", "table", path], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, timeout=60)
+    finally:
+        os.close(write_end)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr

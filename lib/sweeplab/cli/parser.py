@@ -4,6 +4,12 @@ from __future__ import annotations
 import argparse
 
 EXIT_USAGE = 2
+#: ``run`` and ``resume``'s exit statuses (:func:`sweeplab.cli.running._finish`), in their --help
+EXIT_STATUS = """exit status:
+  0  every trial finished (completed, stopped early by the scheduler, or diverged)
+  1  trials left unfinished (sweeplab resume continues them), or no trial produced a result
+  2  bad input: nothing ran (the error line says what to fix)
+  3  the sweep finished but some trials errored (sweeplab table PATH --status error)"""
 DESCRIPTION = ("Hyperparameter sweeps of research models on Ray Tune: run, resume, validate, table, best, "
                "plot, compare, verdicts, info, report, dashboard.")
 
@@ -33,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_running(sub) -> None:
     """``run``, ``resume`` and ``validate``."""
-    run = sub.add_parser("run", help="run a job file as a sweep")
+    run = sub.add_parser("run", help="run a job file as a sweep", epilog=EXIT_STATUS,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     run.add_argument("job", help="a job file, e.g. tune_jobs/quickstart.yaml")
     run.add_argument("--name", help="the sweep's folder name (default: the job's name)")
     run.add_argument("--num-samples", type=int, help="override search.num_samples")
@@ -42,7 +49,8 @@ def _add_running(sub) -> None:
     run.add_argument("--quiet", action="store_true", help="no per-trial progress from Ray Tune")
     _add_cluster(run)
 
-    res = sub.add_parser("resume", help="continue an interrupted sweep")
+    res = sub.add_parser("resume", help="continue an interrupted sweep", epilog=EXIT_STATUS,
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     res.add_argument("sweep", help="the sweep's folder, or its name under --storage-path")
     res.add_argument("--restart-errored", action="store_true",
                      help="restart errored trials from scratch instead of from their last checkpoint")

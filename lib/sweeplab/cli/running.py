@@ -47,6 +47,11 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``run``/``resume`` exit statuses besides 0 and 2 (bad input): documented in their --help
+#: (:data:`sweeplab.cli.parser.EXIT_STATUS`) and README.md
+EXIT_UNFINISHED, EXIT_TRIALS_ERRORED = 1, 3
+
+
 def _finish(exp_path: str) -> int:
     from sweeplab.results import load_sweep
 
@@ -66,9 +71,13 @@ def _finish(exp_path: str) -> int:
     print(f"Python:       from sweeplab import load_sweep; s = load_sweep({exp_path!r})")
     if counts.get("unfinished"):
         print(f"\n{counts['unfinished']} trial(s) unfinished: continue with  sweeplab resume {exp_path}")
-        return 1
+        return EXIT_UNFINISHED
     if df.empty or counts.get("error", 0) == len(df):
-        return 1
+        return EXIT_UNFINISHED
+    if counts.get("error"):
+        print(f"\n{counts['error']} trial(s) errored (exit status {EXIT_TRIALS_ERRORED}): see them with  sweeplab table "
+              f"{exp_path} --status error;  sweeplab resume {exp_path}  retries them")
+        return EXIT_TRIALS_ERRORED
     return 0
 
 
