@@ -291,3 +291,28 @@ def test_table_into_a_pipe_its_reader_closed_ends_quietly(errored_sweep):
         os.close(write_end)
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr
+
+
+# -- Ctrl-C before the trials -------------------------------------------------------------------
+CTRL_C_DURING_LOAD = """
+import os, signal, sys
+import sweeplab.runner.run as run
+from sweeplab.cli import main
+
+real = run.prepare_data
+def interrupted_load(spec):
+    os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while the data loads
+    return real(spec)
+run.prepare_data = interrupted_load
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_ctrl_c_during_the_data_load_is_one_line(job_file, tmp_path):
+    """A real SIGINT, delivered to the driver during ``prepare_data`` (before Ray starts)."""
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_DURING_LOAD, "run", str(job_file),
+                           "--storage-path", str(tmp_path / "sweeps")],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "SWEEPLAB_FAULT_INJECT": ""})
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == ["sweeplab: interrupted (Ctrl-C) during run"], proc.stderr[-2000:]
+    assert not (tmp_path / "sweeps" / "job" / "tuner.pkl").exists()

@@ -42,6 +42,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `sweeplab info PATH | head`: the reader left; no traceback
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt:  # Ctrl-C outside the trials (Ray Tune handles it during them)
+        print(f"sweeplab: interrupted (Ctrl-C) during {args.command}", file=sys.stderr)
+        return 128 + 2  # the shell's status for a process ended by SIGINT
 
 
 def _dispatch(args: argparse.Namespace) -> int:
