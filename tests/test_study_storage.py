@@ -129,6 +129,11 @@ def test_dashboard_errors_are_one_line(embedded, tmp_path, monkeypatch, capsys):
     shutil.copy(Path(embedded) / "sweeplab_job.yaml", old)
     assert main(["dashboard", str(old)]) == 2
     assert "no stored Optuna study" in capsys.readouterr().err
+    grid = tmp_path / "grid"  # a grid samples nothing: it has no study
+    grid.mkdir()
+    (grid / "sweeplab_job.yaml").write_text(yaml.safe_dump({**JOB, "name": "g", "search": {"sampler": "grid"}}))
+    assert main(["dashboard", str(grid)]) == 2
+    assert "a grid sweep has no Optuna study" in capsys.readouterr().err
     monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # as if not installed
     assert main(["dashboard", embedded]) == 2
     assert "pip install optuna-dashboard" in capsys.readouterr().err
@@ -218,3 +223,7 @@ def test_postgresql_study_and_two_sweeps_of_one_name_get_their_own(ray_session, 
     assert sorted(t.number for t in study.trials) == [0, 1]
     assert sorted(t.value for t in study.trials) == pytest.approx(sorted(df["val_value"]), rel=1e-12)
     assert optuna.load_study(study_name=names[1], storage=postgres_url).trials == []
+    from sweeplab.cli.dashboard import _study_storage  # what `sweeplab dashboard` serves
+
+    name, served, study_id = _study_storage(exp)
+    assert name == names[0] and len(served.get_all_trials(study_id)) == 2
