@@ -139,6 +139,27 @@ def test_dashboard_errors_are_one_line(embedded, tmp_path, monkeypatch, capsys):
     assert "pip install optuna-dashboard" in capsys.readouterr().err
 
 
+def test_journal_pickles_as_its_folder_and_follows_a_moved_sweep(tmp_path, monkeypatch):
+    import pickle
+
+    from sweeplab.runner import study as study_mod
+
+    monkeypatch.setattr(study_mod, "_moved", {})
+    first = tmp_path / "a" / "sw"
+    name, storage = study_mod.new_study("sw", str(first), None)
+    study = optuna.create_study(study_name=name, storage=storage)
+    study.add_trial(optuna.trial.create_trial(params={"x": 0.25}, value=1.5,
+                                              distributions={"x": optuna.distributions.FloatDistribution(0, 1)}))
+    saved = pickle.dumps(study)  # as Ray saves the searcher: the storage is its folder, not its trials
+    assert str(first).encode() in saved and b"0.25" not in saved
+    moved = tmp_path / "b" / "sw"
+    shutil.move(str(first.parent), str(moved.parent))  # the sweep folder copied elsewhere, then resumed
+    study_mod.prepare_resume(str(moved))
+    back = pickle.loads(saved)
+    assert back._storage.folder == str(moved)
+    assert [(t.params, t.value) for t in back.trials] == [({"x": 0.25}, 1.5)]
+
+
 def test_storage_url_is_checked():
     with pytest.raises(SpecError, match="search.storage: 'not a url' is not a database URL"):
         validate_spec(job("x", storage="not a url"))
