@@ -16,6 +16,31 @@ from sweeplab.spec.space import CategoricalParam
 class SpecError(ValueError):
     """A job file is invalid. ``str(err)`` is a ready-to-print message, one problem a line."""
 
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader (no tags, no code) that refuses a key given twice in one
+    mapping: PyYAML keeps the last silently, so a second ``train:`` would drop the first."""
+
+
+def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    first: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges are not duplicates
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            line = first.get(key)
+        except TypeError:  # an unhashable key: SafeLoader says so below
+            continue
+        if line is not None:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r} (first at line {line}); "
+                                                    "keep one of them", key_node.start_mark)
+        first[key] = key_node.start_mark.line + 1
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
 def parse_overrides(items: list[str] | None) -> list[tuple[list[str], Any]]:
     """Parse ``--set a.b=c`` items; values are read as YAML scalars/lists (``4``, ``1e-3``,
     ``true``, ``[a, b]``), never evaluated as code.
@@ -60,10 +85,11 @@ def apply_overrides(raw: dict[str, Any], overrides: list[tuple[list[str], Any]])
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """Read a job file with ``yaml.safe_load`` (no tags, no code).
+    """Read a job file with ``yaml.safe_load``'s loader (no tags, no code), refusing duplicate keys.
 
     Raises:
-        SpecError: missing file, malformed YAML (with line and column), or not a mapping.
+        SpecError: missing file or a folder, not UTF-8 text, malformed YAML or a key given twice
+            (with line and column), or not a mapping.
     """
     p = Path(path)
     if p.is_dir():
@@ -78,7 +104,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     except OSError as exc:
         raise SpecError(f"{p}: cannot read the job file ({exc.strerror or exc})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -325,6 +351,8 @@ def _data_problems(spec: JobSpec) -> list[str]:
     problems = []
     if info.needs_root and root is None:
         problems.append(f"data.root: dataset {spec.data.name!r} needs the folder that holds its files")
+    elif info.needs_root and root.exists() and not root.is_dir():
+        problems.append(f"data.root: {str(root)!r} is a file; give the folder that holds the dataset's files")
     elif info.needs_root and not root.is_dir() and not spec.data.download:
         problems.append(f"data.root: {str(root)!r} does not exist; fill it with "
                         "shared/data/materialize.sh, fix the path (--set data.root=...), "
