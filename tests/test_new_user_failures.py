@@ -147,6 +147,46 @@ def test_a_bad_variant_is_reported_apart_from_a_bad_fixed_value(tmp_path, capsys
     assert "search.variants[1] (broken): filters:" in lines[1] and "epochs" not in lines[1]
 
 
+def test_a_key_given_twice_is_refused_not_silently_dropped(tmp_path, capsys):
+    """PyYAML keeps the last of two ``train:`` blocks: the first block's values would vanish."""
+    job = tmp_path / "twice.yaml"
+    job.write_text(yaml.safe_dump(GOOD) + "train:\n  epochs: 3\n")
+    first = yaml.safe_dump(GOOD).splitlines().index("train:") + 1
+    code, _, err = _cli(["validate", job], capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert f"duplicate key 'train' (first at line {first})" in line and str(job) in line, line
+    from sweeplab.spec.load import read_yaml
+
+    merged = tmp_path / "merged.yaml"  # a YAML merge key, overridden by the mapping's own value, is no duplicate
+    merged.write_text("small: &small {batch_size: 64, epochs: 2}\ntrain:\n  <<: *small\n  epochs: 1\n")
+    assert read_yaml(merged)["train"] == {"batch_size": 64, "epochs": 1}
+
+
+def test_a_data_root_that_is_a_file_says_so(tmp_path, capsys):
+    root = tmp_path / "mnist.tar.gz"
+    root.write_bytes(b"not a folder")
+    code, _, err = _cli(["validate", _job(tmp_path), "--set", "data.name=mnist", "--set", f"data.root={root}"], capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert f"data.root: '{root}' is a file" in line, line
+
+
+@pytest.mark.parametrize("where", ["through-a-file", "proc"])
+def test_a_storage_path_where_no_folder_can_be_made_is_one_line(where, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sweeplab.runner.cluster.init_ray", _refuse_ray)
+    if where == "through-a-file":
+        (tmp_path / "results.csv").write_text("a,b\n")
+        storage, fragment = tmp_path / "results.csv" / "sweeps", f"{tmp_path / 'results.csv'} is a file"
+    else:  # no folder can be made in /proc, whoever runs the test (root included)
+        storage, fragment = Path("/proc/sweeplab-test"), "cannot create the sweep folder in /proc"
+    code, _, err = _cli(["run", _job(tmp_path), "--storage-path", storage], capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert line.startswith(f"sweeplab: error: {storage / 'job'}: ") and fragment in line, line
+    assert "--storage-path" in line
+
+
 # -- storage and cluster that cannot be reached -------------------------------------------------
 @pytest.fixture
 def s3_nowhere(monkeypatch) -> str:
@@ -316,3 +356,20 @@ def test_ctrl_c_during_the_data_load_is_one_line(job_file, tmp_path):
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr.strip().splitlines() == ["sweeplab: interrupted (Ctrl-C) during run"], proc.stderr[-2000:]
     assert not (tmp_path / "sweeps" / "job" / "tuner.pkl").exists()
+
+
+def test_table_of_the_storage_folder_names_the_sweeps_in_it(errored_sweep, capsys):
+    _, path = errored_sweep
+    storage = Path(path).parent
+    code, _, err = _cli(["table", storage], capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert f"{storage}: holds no sweeplab sweep itself but the sweep errored; give one of them, e.g. {path}" in line
+
+
+def test_table_of_a_job_file_says_it_is_one(tmp_path, capsys):
+    job = _job(tmp_path)
+    code, _, err = _cli(["table", job, "--storage-path", tmp_path / "sweeps"], capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert "is a file, not a sweep folder" in line and f"sweeplab run {job}" in line, line

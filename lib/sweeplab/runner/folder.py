@@ -8,6 +8,7 @@ with every override applied and the data root made absolute, so ``sweeplab resum
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import yaml
@@ -64,6 +65,9 @@ def locate_sweep(name_or_path: str, storage_path: str | None = None) -> str:
                                 name_or_path)
     if is_uri(candidate) or Path(candidate).is_dir():
         return candidate
+    if p.is_file():
+        raise SweepError(f"{p}: is a file, not a sweep folder (a job file runs with `sweeplab run {p}`); give the "
+                         "folder that `sweeplab run` printed")
     raise SweepError(f"no sweep named {name_or_path!r}: {candidate} does not exist; give the sweep's folder "
                      "or pass --storage-path where it was written")
 
@@ -74,14 +78,40 @@ def has_tuner_state(path: str) -> bool:
     call :func:`~sweeplab.runner.cluster.prefer_loopback` first.
 
     Raises:
-        SweepError: the folder cannot be read (:func:`storage_error`: an unreachable bucket, ...).
+        SweepError: the folder cannot be read (:func:`storage_error`: an unreachable bucket, ...),
+            or a local one cannot be created (a path through a file, a folder not writable).
     """
     from ray import tune
 
+    if not is_uri(path):
+        _check_creatable(Path(path))
     try:
         return tune.Tuner.can_restore(path)
     except OSError as exc:  # an unreachable bucket, no credentials, a folder we may not read
         raise storage_error(path, exc) from None
+
+
+def _check_creatable(path: Path) -> None:
+    """A local sweep folder exists or can be made: its nearest existing ancestor is a folder
+    in which a folder can be made (checked before anything reads data or starts Ray; nothing is
+    left behind).
+
+    Raises:
+        SweepError: naming the path and the ancestor that is a file or not writable.
+    """
+    there = path.absolute()
+    while not there.exists() and there != there.parent:
+        there = there.parent
+    if there == path.absolute() and there.is_dir():
+        return
+    if not there.is_dir():
+        raise SweepError(f"{path}: cannot be a sweep folder: {there} is a file, not a folder; "
+                         "fix --storage-path (or storage_path:, $SWEEPLAB_STORAGE)")
+    try:  # a real probe (permissions, read-only mounts, /proc): make a folder there and remove it
+        os.rmdir(tempfile.mkdtemp(prefix=".sweeplab-probe-", dir=there))
+    except OSError as exc:
+        raise SweepError(f"{path}: cannot create the sweep folder in {there}: {exc.strerror or exc}; "
+                         "fix --storage-path (or storage_path:, $SWEEPLAB_STORAGE)") from None
 
 
 def storage_error(path: str, exc: OSError) -> SweepError:
@@ -122,10 +152,13 @@ def write_file(path: str, name: str, text: str) -> None:
         except OSError as exc:
             raise storage_error(path, exc) from None
     else:
-        Path(path).mkdir(parents=True, exist_ok=True)
-        tmp = Path(path) / (name + ".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, Path(path) / name)
+        try:
+            Path(path).mkdir(parents=True, exist_ok=True)
+            tmp = Path(path) / (name + ".tmp")
+            tmp.write_text(text)
+            os.replace(tmp, Path(path) / name)
+        except OSError as exc:
+            raise storage_error(path, exc) from None
 
 
 def _read_job_yaml(path: str):
@@ -136,6 +169,13 @@ def _read_job_yaml(path: str):
         with fs.open_input_stream(f"{p}/{JOB_FILE}") as fh:
             return yaml.safe_load(fh.read().decode())
     return yaml.safe_load((Path(path) / JOB_FILE).read_text())
+
+
+def _sweeps_inside(path: str) -> list[str]:
+    """Names of the sweep folders directly inside a local folder (sorted); [] for a URI."""
+    if is_uri(path) or not Path(path).is_dir():
+        return []
+    return sorted(p.name for p in Path(path).iterdir() if (p / JOB_FILE).is_file())
 
 
 def read_job(path: str, *, check_data: bool = False) -> JobSpec:
@@ -157,6 +197,11 @@ def read_job(path: str, *, check_data: bool = False) -> JobSpec:
     except OSError as exc:
         if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
             raise storage_error(path, exc) from None
+        inside = _sweeps_inside(path)
+        if inside:  # the storage path itself, given instead of one of its sweeps
+            shown = ", ".join(inside[:5]) + (f" and {len(inside) - 5} more" if len(inside) > 5 else "")
+            raise SweepError(f"{path}: holds no sweeplab sweep itself but the sweep{'s' * (len(inside) > 1)} "
+                             f"{shown}; give one of them, e.g. {Path(path) / inside[0]}") from None
         raise SweepError(f"{path}: holds no sweeplab sweep (no {JOB_FILE}); give the folder that "
                          "`sweeplab run` printed, or the sweep's name with --storage-path") from None
     except yaml.YAMLError as exc:
