@@ -373,3 +373,22 @@ def test_table_of_a_job_file_says_it_is_one(tmp_path, capsys):
     assert code == 2
     (line,) = _error_lines(err)
     assert "is a file, not a sweep folder" in line and f"sweeplab run {job}" in line, line
+
+
+def test_a_job_file_name_with_spaces_gives_a_valid_sweep_name(tmp_path, capsys):
+    from sweeplab.spec import load_spec
+
+    job = _job(tmp_path, name="fashion cnn (v2).yaml")
+    assert load_spec(job).name == "fashion_cnn_v2_"
+    code, out, err = _cli(["validate", job], capsys)
+    assert code == 0 and "OK" in out, err
+
+
+@pytest.mark.parametrize("name", ["runs/lr", ".."])
+def test_run_name_that_is_not_one_folder_is_refused_before_anything_runs(name, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("sweeplab.runner.cluster.init_ray", _refuse_ray)
+    code, _, err = _cli(["run", _job(tmp_path), "--name", name, "--storage-path", tmp_path / "sweeps"], capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert f"sweep name {name!r} (--name or name:): one folder name" in line, line
+    assert not (tmp_path / "sweeps").exists()

@@ -8,6 +8,7 @@ with every override applied and the data root made absolute, so ``sweeplab resum
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -45,7 +46,19 @@ def resolve_storage(spec: JobSpec, override: str | None = None) -> str:
 
 
 def experiment_path(storage: str, name: str) -> str:
-    """The sweep folder: ``<storage>/<name>``."""
+    """The sweep folder: ``<storage>/<name>``.
+
+    Raises:
+        SweepError: ``name`` is not one folder name (``run --name a/b`` would nest the sweep
+            in a folder its job file cannot name, found only after the sweep ran).
+    """
+    if not re.fullmatch(r"[A-Za-z0-9_.\-]+", name) or name in (".", ".."):
+        raise SweepError(f"sweep name {name!r} (--name or name:): one folder name of letters, digits, _ . - "
+                         "(no / or spaces; not . or ..), e.g. fashion_cnn_lr")
+    return _join(storage, name)
+
+
+def _join(storage: str, name: str) -> str:
     return f"{storage}/{name}" if is_uri(storage) else str(Path(storage) / name)
 
 
@@ -61,8 +74,7 @@ def locate_sweep(name_or_path: str, storage_path: str | None = None) -> str:
     if p.is_dir():
         return str(p.absolute())
     storage = storage_path or str(default_storage_path())
-    candidate = experiment_path(storage if is_uri(storage) else str(Path(storage).expanduser().absolute()),
-                                name_or_path)
+    candidate = _join(storage if is_uri(storage) else str(Path(storage).expanduser().absolute()), name_or_path)
     if is_uri(candidate) or Path(candidate).is_dir():
         return candidate
     if p.is_file():

@@ -3,6 +3,7 @@ against the registered family and dataset, each problem one :class:`SpecError` l
 the file, the field, the bad value and what is allowed."""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -125,13 +126,15 @@ def load_spec(path: str | Path, overrides: list[str] | None = None, *, check_dat
         check_data: also check that the dataset is registered and that its root exists.
 
     Returns:
-        The validated :class:`JobSpec` (``name`` defaults to the file's stem).
+        The validated :class:`JobSpec` (``name`` defaults to the file's stem, every run of
+        characters other than letters, digits, ``_ . -`` replaced by ``_``).
 
     Raises:
         SpecError: with one line per problem, each naming the file and the field.
     """
     raw = apply_overrides(read_yaml(path), parse_overrides(overrides))
-    raw.setdefault("name", Path(path).stem)
+    # the file's stem, made a folder name: "fashion cnn (v2).yaml" runs as fashion_cnn_v2_
+    raw.setdefault("name", re.sub(r"[^A-Za-z0-9_.\-]+", "_", Path(path).stem).strip(".") or "sweep")
     return validate_spec(raw, source=str(path), check_data=check_data)
 
 
