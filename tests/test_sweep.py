@@ -164,7 +164,7 @@ def test_ray_logs_and_tensorboard_hparams(asha_sweep):
         assert len(lines) == row["training_iteration"]
         assert (trial_dir / "progress.csv").exists()
         acc, hparams = read_scalars_and_hparams(trial_dir)
-        curve = acc.Scalars("ray/tune/val_accuracy")
+        curve = acc.Scalars("val/accuracy")
         assert len(curve) == row["training_iteration"]
         assert curve[-1].value == pytest.approx(row["val_accuracy"], rel=1e-5)
         assert hparams["lr"] == pytest.approx(row["lr"])

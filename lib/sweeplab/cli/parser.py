@@ -27,6 +27,15 @@ def _add_cluster(sp: argparse.ArgumentParser) -> None:
     sp.add_argument("--dashboard", action="store_true", help="start Ray's dashboard with a local Ray")
 
 
+def _add_output(sp: argparse.ArgumentParser) -> None:
+    """``-v``/``-q`` of the commands that run trials (:mod:`sweeplab.runner.progress`)."""
+    out = sp.add_mutually_exclusive_group()
+    out.add_argument("-v", "--verbose", action="count", default=0,
+                     help="Ray Tune's per-trial tables besides the status line (-vv: after every result)")
+    out.add_argument("-q", "--quiet", action="store_true",
+                     help="no status line while it runs: only the final table and summary")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for the docs and the tests)."""
     p = argparse.ArgumentParser(prog="sweeplab", description=DESCRIPTION)
@@ -46,7 +55,7 @@ def _add_running(sub) -> None:
     run.add_argument("--num-samples", type=int, help="override search.num_samples")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="FIELD=VALUE",
                      help="override any job field, e.g. --set train.epochs=2 (repeatable)")
-    run.add_argument("--quiet", action="store_true", help="no per-trial progress from Ray Tune")
+    _add_output(run)
     _add_cluster(run)
 
     res = sub.add_parser("resume", help="continue an interrupted sweep", epilog=EXIT_STATUS,
@@ -54,6 +63,7 @@ def _add_running(sub) -> None:
     res.add_argument("sweep", help="the sweep's folder, or its name under --storage-path")
     res.add_argument("--restart-errored", action="store_true",
                      help="restart errored trials from scratch instead of from their last checkpoint")
+    _add_output(res)
     _add_cluster(res)
 
     val = sub.add_parser("validate", help="check a job file without starting Ray")

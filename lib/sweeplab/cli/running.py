@@ -47,26 +47,37 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
+#: a sweep with more trials than this shows its TOP_ROWS best in the final summary (not with -v)
+MAX_ROWS, TOP_ROWS = 25, 15
+
+
 #: ``run``/``resume`` exit statuses besides 0 and 2 (bad input): documented in their --help
 #: (:data:`sweeplab.cli.parser.EXIT_STATUS`) and README.md
 EXIT_UNFINISHED, EXIT_TRIALS_ERRORED = 1, 3
 
 
-def _finish(exp_path: str) -> int:
+def _finish(exp_path: str, verbose: int = 1) -> int:
     from sweeplab.results import load_sweep
 
     sweep = load_sweep(exp_path)
     df = sweep.dataframe()
     print()
     print(f"## {sweep.spec.name}: {len(df)} trials  ({exp_path})")
-    print(sweep.table(digits=4))
+    if len(df) > MAX_ROWS and verbose < 2:
+        from sweeplab.results.tables import render, trial_frame
+
+        print(render(trial_frame(sweep, None, 4, None).head(TOP_ROWS), "markdown"))
+        print(f"({len(df) - TOP_ROWS} more: sweeplab table {exp_path})")
+    else:
+        print(sweep.table(digits=4))
     if sweep.spec.repeats > 1 or sweep.spec.search.variants:
         print()
         print(sweep.table(group_by=sweep.default_group_by(), digits=4))
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
     print()
     print("status: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-    _finish_best(sweep)
+    missing = 0 if sweep.spec.search.time_budget_s else max(0, sweep.spec.total_trials() - len(df))
+    _finish_best(sweep, unfinished=counts.get("unfinished", 0) + missing)
     print(f"\nTensorBoard:  tensorboard --logdir {exp_path}")
     print(f"Python:       from sweeplab import load_sweep; s = load_sweep({exp_path!r})")
     if counts.get("unfinished"):
@@ -81,15 +92,17 @@ def _finish(exp_path: str) -> int:
     return 0
 
 
-def _finish_best(sweep) -> None:
-    """The best configuration, or a multi-objective job's Pareto front; then the verdicts."""
+def _finish_best(sweep, unfinished: int = 0) -> None:
+    """The best configuration, or a multi-objective job's Pareto front; then the verdicts.
+    With ``unfinished`` trials (an interrupted sweep) the heading says they are provisional."""
+    note = f" (provisional: {unfinished} trial(s) unfinished)" if unfinished else ""
     try:
         if sweep.spec.multi_objective:
-            print(f"\n## Pareto front of {', '.join(sweep.spec.objectives())} (sweeplab best --pick to choose one):")
+            print(f"\n## Pareto front of {', '.join(sweep.spec.objectives())}{note} (sweeplab best --pick to choose one):")
             front = sweep.pareto_front()
             print(front[["trial_id", *sweep.param_names, *sweep.spec.objectives()]].to_markdown(index=False))
         else:
-            print(f"\n## best trial by {sweep.mode} {sweep.metric}:")
+            print(f"\n## best trial by {sweep.mode} {sweep.metric}{note}:")
             print(yaml.safe_dump(sweep.best_config(), sort_keys=False), end="")
     except Exception as exc:  # noqa: BLE001
         print(f"(no best trial: {exc})")
@@ -100,6 +113,11 @@ def _finish_best(sweep) -> None:
         print(render_verdicts(sweep.verdicts()))
 
 
+def _verbosity(args: argparse.Namespace) -> int:
+    """``-q`` 0, default 1 (status line), ``-v`` 2, ``-vv`` 3 (:mod:`sweeplab.runner.progress`)."""
+    return 0 if args.quiet else 1 + args.verbose
+
+
 def run(args: argparse.Namespace) -> int:
     """``sweeplab run``: run a job file as a sweep, then print its tables and best trial."""
     from sweeplab.runner import run_sweep
@@ -107,8 +125,8 @@ def run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.job, _overrides(args))
     exp_path, _ = run_sweep(spec, address=args.address, storage_path=args.storage_path, name=args.name,
-                            num_cpus=args.num_cpus, dashboard=args.dashboard, verbose=0 if args.quiet else 1)
-    return _finish(exp_path)
+                            num_cpus=args.num_cpus, dashboard=args.dashboard, verbose=_verbosity(args))
+    return _finish(exp_path, _verbosity(args))
 
 
 def resume(args: argparse.Namespace) -> int:
@@ -117,5 +135,5 @@ def resume(args: argparse.Namespace) -> int:
 
     exp_path, _ = resume_sweep(args.sweep, storage_path=args.storage_path, address=args.address,
                                num_cpus=args.num_cpus, dashboard=args.dashboard,
-                               restart_errored=args.restart_errored)
-    return _finish(exp_path)
+                               restart_errored=args.restart_errored, verbose=_verbosity(args))
+    return _finish(exp_path, _verbosity(args))

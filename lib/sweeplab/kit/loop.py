@@ -7,6 +7,7 @@ TensorBoard images and ``tune.report``.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import tempfile
@@ -89,6 +90,9 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
     """
     from ray import tune
 
+    # Ray logs "Checkpoint successfully created at: ..." for every checkpoint of every trial: a
+    # flood in the driver's console, where sweeplab's status line says how the sweep goes
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     settings = settings or {}
     fam = build_family(family, config, data, settings.get("cpus") or 1)
     faults = parse_fault_rules(settings["fault_inject"] if "fault_inject" in settings

@@ -10,7 +10,9 @@ import torch
 class MediaWriter:
     """Writes a family's :meth:`~sweeplab.kit.family.ModelFamily.media` every ``every``
     iterations (and after the last) into the trial's folder
-    (``<experiment_dir>/trial_<id>``, the runner's trial folder name). Without a local
+    (``<experiment_dir>/<trial folder>``, the folder Ray's scalars and HPARAMS go to, named
+    ``trial_<id> lr=...`` by :class:`sweeplab.tensorboard.TrialDirName`, so images and scalars
+    are one TensorBoard run). Without a local
     experiment folder (cloud storage) it writes in the trial's working directory, which Ray
     uploads (``SyncConfig(sync_artifacts=True)``). The writer opens on first use.
 
@@ -49,7 +51,8 @@ class MediaWriter:
 
         ctx = tune.get_context()
         if self.experiment_dir:
-            logdir = str(Path(self.experiment_dir) / f"trial_{ctx.get_trial_id()}")
+            # the trial's working directory ends in its trial folder's name
+            logdir = str(Path(self.experiment_dir) / Path(ctx.get_trial_dir()).name)
         else:
             logdir = ctx.get_trial_dir()
         return SummaryWriter(logdir=logdir, filename_suffix=".media")

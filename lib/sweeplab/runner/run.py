@@ -4,13 +4,15 @@
 The dataset is read once here, in the driver, and handed to every trial through Ray's object
 store (``tune.with_parameters``). Searchers and schedulers come from :mod:`.search`, the sweep
 folder from :mod:`.folder`, Ray and its checks from :mod:`.cluster`, and the workarounds of Ray
-bugs on what Ray saved from :mod:`.repairs`. Logging: Ray Tune's CSV/JSON loggers plus
-:class:`~sweeplab.tensorboard.HParamsLoggerCallback`.
+bugs on what Ray saved from :mod:`.repairs`. Logging: Ray Tune's CSV/JSON loggers and
+:class:`~sweeplab.tensorboard.TrialTensorBoard` (trial folders named by
+:class:`~sweeplab.tensorboard.TrialDirName`); the console: :mod:`.progress`.
 """
 from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -58,11 +60,11 @@ def make_trainable(spec: JobSpec, data: Any, exp_path: str | None = None):
     return tune.with_resources(fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu})
 
 
-def _callbacks(spec: JobSpec) -> list[Any]:
-    from sweeplab.tensorboard import HParamsLoggerCallback
+def _callbacks(spec: JobSpec, verbose: int = 1) -> list[Any]:
+    from sweeplab.runner.progress import progress_callbacks
+    from sweeplab.tensorboard import sweep_loggers
 
-    params = list(spec.search.space) + sorted({k for v in spec.search.variants for k in v if k != "name"})
-    return [HParamsLoggerCallback(params, list(spec.family().metric_table()))] + _trackers(spec)
+    return sweep_loggers(spec) + progress_callbacks(spec, verbose) + _trackers(spec)
 
 
 def _trackers(spec: JobSpec) -> list[Any]:
@@ -75,8 +77,34 @@ def _trackers(spec: JobSpec) -> list[Any]:
 
 
 def _trial_name(trial: Any) -> str:
-    """Short trial folder names (``trial_<id>``); the parameters are in params.json and the tables."""
+    """Short trial names (``trial_<id>``) in Ray's messages; sweeps before run-named folders
+    (:class:`~sweeplab.tensorboard.TrialDirName`) also named their folders with it."""
     return f"trial_{trial.trial_id}"
+
+
+def _restored_output(tuner: Any, spec: JobSpec, verbose: int) -> None:
+    """A restored ``Tuner`` runs with the callbacks and verbosity of its saved ``RunConfig``;
+    ``Tuner.restore`` takes no new one, so they are replaced through the tuner's own accessor
+    (as ``Tuner.fit`` does for Ray Client): this session's loggers, status line and ``-v``/``-q``."""
+    from sweeplab.runner.progress import ray_output
+
+    internal = getattr(tuner, "_local_tuner", None)
+    if internal is None:  # Ray Client: the saved output settings stay
+        return
+    run_config = internal.get_run_config()
+    run_config.callbacks = _callbacks(spec, verbose)
+    run_config.verbose = ray_output(verbose)
+
+
+def _quiet_ray_console(address: str | None) -> None:
+    """Before Ray is first imported, so its console carries only what sweeplab means to show:
+    a local Ray keeps token authentication on (Ray's default) without its warning about the
+    unset mode (``RAY_AUTH_MODE=token`` unless the user set it; Ray generates the token); Ray
+    adds none of its own loggers (the runner passes them, :func:`sweeplab.tensorboard.sweep_loggers`),
+    hence no TensorBoard hint into Ray's staging folder either."""
+    if address is None and "ray" not in sys.modules:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ["TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"] = "1"
 
 
 def _start_ray(spec: JobSpec, address: str | None, num_cpus: int | None, dashboard: bool, storage: str) -> None:
@@ -103,14 +131,14 @@ def _new_tuner(spec: JobSpec, data: Any, storage: str, exp_path: str, verbose: i
             metric=metric, mode=mode, search_alg=search_alg,
             scheduler=scheduler, num_samples=num_trials,
             max_concurrent_trials=spec.search.max_concurrent, time_budget_s=spec.search.time_budget_s,
-            reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=_trial_name),
+            reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=TrialDirName(varied_keys(spec))),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=storage, verbose=verbose,
+            name=spec.name, storage_path=storage, verbose=ray_output(verbose),
             # with s3:// or gs:// storage, images written in the trial's working dir are uploaded
             sync_config=tune.SyncConfig(sync_artifacts=is_uri(storage)),
             checkpoint_config=_checkpoint_config(spec),
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_failures),
-            callbacks=_callbacks(spec)),
+            callbacks=_callbacks(spec, verbose)),
     )
 
 
@@ -151,13 +179,15 @@ def run_sweep(spec: JobSpec, *, address: str | None = None, storage_path: str | 
         name: the sweep's folder name (default: ``spec.name``).
         num_cpus: CPUs of a local Ray (default: all).
         dashboard: start Ray's dashboard with a local Ray.
-        verbose: Ray Tune's progress verbosity (0 silent, 1 default, 2 per result).
+        verbose: 0 silent, 1 a status line every few seconds, 2 and Ray Tune's per-trial
+            tables, 3 and Ray's table after every result (:mod:`sweeplab.runner.progress`).
 
     Raises:
         SweepError: the folder already holds a sweep, or resources/storage cannot work.
         DatasetError: unreadable data.
     """
     cluster.prefer_loopback(address)  # before Ray is first imported
+    _quiet_ray_console(address)
     name = name or spec.name or "sweep"
     spec = spec.model_copy(update={"name": name})
     storage = resolve_storage(spec, storage_path)
@@ -186,14 +216,15 @@ def _repair_local_folder(exp_path: str) -> None:
 
 
 def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address: str | None = None,
-                 num_cpus: int | None = None, dashboard: bool = False, restart_errored: bool = False):
+                 num_cpus: int | None = None, dashboard: bool = False, restart_errored: bool = False,
+                 verbose: int = 1):
     """Continue an interrupted sweep (Ctrl-C, killed driver, lost node).
 
     Finished trials are kept as they are; unfinished ones continue from their last checkpoint;
     errored ones are resumed from their checkpoint (or restarted with ``restart_errored``).
     For a local sweep folder, results a killed driver recorded but had not yet copied there are
     recovered first, and a saved state naming a deleted checkpoint is repaired
-    (:mod:`sweeplab.runner.repairs`).
+    (:mod:`sweeplab.runner.repairs`). ``verbose``: as :func:`run_sweep`'s.
 
     Returns:
         ``(experiment_path, ResultGrid)``.
@@ -202,6 +233,7 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
         SweepError: the path holds no sweep.
     """
     cluster.prefer_loopback(address)  # before Ray is first imported
+    _quiet_ray_console(address)
     exp_path = locate_sweep(name_or_path, storage_path)
     read_job(exp_path)  # a sweep folder at all?
     if not has_tuner_state(exp_path):
@@ -220,6 +252,7 @@ def resume_sweep(name_or_path: str, *, storage_path: str | None = None, address:
     tuner = tune.Tuner.restore(exp_path, trainable=make_trainable(spec, data, exp_path),
                                resume_unfinished=True, resume_errored=not restart_errored,
                                restart_errored=restart_errored)
+    _restored_output(tuner, spec, verbose)
     results = tuner.fit()
     repairs.record_lost_errors(exp_path, results)
     return exp_path, results

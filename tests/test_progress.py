@@ -1,0 +1,200 @@
+"""The live status line of a running sweep: its counts, best and time left from a synthetic
+sequence of trial results (no Ray), how often it prints, and what `sweeplab run` prints in all
+at each verbosity (a tiny real sweep: line-count bounds, no Ray token warning, no Ray
+TensorBoard hint, no per-checkpoint lines)."""
+from __future__ import annotations
+
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sweeplab.cli import build_parser, main
+from sweeplab.runner import progress
+from sweeplab.runner.progress import SweepProgress, eta_seconds, format_seconds, ray_verbosity
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class FakeTrial:
+    """What the callback reads of a Ray ``Trial``."""
+    trial_id: str
+    status: str
+    config: dict = field(default_factory=dict)
+    last_result: dict = field(default_factory=dict)
+
+
+def cnn_progress(mode: str = "max", total: int = 10) -> SweepProgress:
+    cb = SweepProgress("demo", "val_accuracy", mode, ["lr", "norm"], "cnn_classifier")
+    cb.total = total
+    return cb
+
+
+def result(it: int, acc: float, diverged: int = 0) -> dict:
+    return {"training_iteration": it, "val_accuracy": acc, "diverged": diverged}
+
+
+def trials_midway() -> list[FakeTrial]:
+    cfg = {"epochs": 8, "lr": 0.003, "norm": "batch"}
+    return [
+        FakeTrial("a", "TERMINATED", cfg, result(8, 0.90)),                           # full budget
+        FakeTrial("b", "TERMINATED", cfg, result(2, 0.70)),                           # ASHA stopped it
+        FakeTrial("c", "ERROR", cfg, result(3, 0.99)),                                # errored: never best
+        FakeTrial("d", "TERMINATED", cfg, result(5, math.nan, diverged=1)),           # diverged
+        FakeTrial("e", "RUNNING", {**cfg, "lr": 0.0232519}, result(4, 0.95)),         # half its budget
+        FakeTrial("f", "PENDING", cfg, {}),
+    ]
+
+
+def test_status_line_counts_best_and_time_left():
+    line = cnn_progress().status_line(trials_midway(), elapsed=100.0)
+    # 4 of 10 ended; e has run 4 of its 8 epochs: done 4.5, left 100 s * 5.5 / 4.5 = 122 s
+    assert line == ("[1m40s] 4/10 done: 1 completed, 1 stopped early, 1 errored, 1 diverged | 1 running | "
+                    "best val_accuracy=0.95 trial_e lr=0.0233,norm=batch | ~2m02s left")
+
+
+def test_best_follows_the_mode_and_budgets_follow_the_trials_config():
+    trials = trials_midway()
+    assert "best val_accuracy=0.7 trial_b lr=3e-3,norm=batch" in cnn_progress("min").status_line(trials, 10)
+    # a searched epochs: 2 of 2 epochs is a completed trial, not one stopped early
+    short = FakeTrial("g", "TERMINATED", {"epochs": 2}, result(2, 0.5))
+    assert "1/10 done: 1 completed | 0 running" in cnn_progress().status_line([short], 10)
+    # ASHA's max_t caps the budget as the results package does
+    capped = SweepProgress("demo", "val_accuracy", "max", [], "cnn_classifier", max_t=2)
+    capped.total = 1
+    assert capped.status_line([FakeTrial("h", "TERMINATED", {"epochs": 8}, result(2, 0.5))], 10).startswith(
+        "[10s] 1/1 done: 1 completed | 0 running | best val_accuracy=0.5 trial_h")
+
+
+def test_several_objectives_show_the_best_of_each():
+    cb = SweepProgress("mo", ["val_accuracy", "num_params"], ["max", "min"], [], "cnn_classifier")
+    cb.total = 2
+    trials = [FakeTrial("a", "TERMINATED", {"epochs": 1}, {**result(1, 0.9), "num_params": 500}),
+              FakeTrial("b", "TERMINATED", {"epochs": 1}, {**result(1, 0.8), "num_params": 100})]
+    assert "best val_accuracy=0.9, num_params=100" in cb.status_line(trials, 5)
+
+
+def test_time_formats_and_estimates():
+    assert [format_seconds(s) for s in (0, 42.4, 185, 7620)] == ["0s", "42s", "3m05s", "2h07m"]
+    assert eta_seconds(60, total=10, finished=0, partial=0) is None
+    assert eta_seconds(60, total=10, finished=5, partial=0) == 60
+    assert eta_seconds(60, total=4, finished=2, partial=1.0) == pytest.approx(20)
+    assert [ray_verbosity(v) for v in (0, 1, 2, 3, 4)] == [0, 0, 1, 2, 2]
+    assert "time left: after the first trial" in cnn_progress().status_line([], 3)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def lines_over(seconds: float, monkeypatch, capsys, tty: bool = False) -> list[str]:
+    """The lines the callback commits when Ray steps every 0.5 s for ``seconds``."""
+    clock = Clock()
+    monkeypatch.setattr(progress.time, "monotonic", clock)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: tty, raising=False)
+    cb = cnn_progress()
+    cb.setup(total_num_samples=60)
+    trials = trials_midway()
+    while clock.now < seconds:
+        clock.now += 0.5
+        cb.on_step_end(0, trials)
+    return capsys.readouterr().out.split("\n")
+
+
+def test_lines_thin_out_as_the_sweep_grows(monkeypatch, capsys):
+    first_minute = lines_over(60, monkeypatch, capsys)
+    assert first_minute[0].startswith("sweep demo: 60 trials") and len(first_minute) - 2 == 12  # every 5 s
+    four_minutes = len(lines_over(240, monkeypatch, capsys)) - 2
+    an_hour = len(lines_over(3600, monkeypatch, capsys)) - 2
+    # after the first minute a line once elapsed/12 has passed since the last one: the times
+    # grow by 12/11 each line, so ln(T / 60 s) / ln(12/11) more lines
+    assert four_minutes == pytest.approx(12 + math.log(4) / math.log(12 / 11), abs=1.5)
+    assert an_hour == pytest.approx(12 + math.log(60) / math.log(12 / 11), abs=1.5)
+
+
+def test_a_terminal_gets_the_line_refreshed_in_place(monkeypatch, capsys):
+    out = "\n".join(lines_over(20, monkeypatch, capsys, tty=True))
+    assert out.count("\r\x1b[K") >= 5 and out.count("\n") == 5  # refreshed every 2 s, committed every 5 s
+
+
+def test_an_interrupted_sweep_says_its_best_is_provisional(capsys):
+    cb = cnn_progress()
+    cb.on_experiment_end(trials_midway())
+    out = capsys.readouterr().out
+    assert "interrupted: 6 of 10 trials unfinished" in out and "provisional" in out
+    cb.total = 4
+    cb.on_experiment_end(trials_midway()[:4])
+    assert "provisional" not in capsys.readouterr().out
+
+
+def test_run_and_resume_take_v_and_q():
+    p = build_parser()
+    for cmd in (["run", "job.yaml"], ["resume", "sweeps/x"]):
+        assert (p.parse_args(cmd).verbose, p.parse_args(cmd).quiet) == (0, False)
+        assert p.parse_args(cmd + ["-vv"]).verbose == 2
+        assert p.parse_args(cmd + ["-q"]).quiet and p.parse_args(cmd + ["--quiet"]).quiet
+        with pytest.raises(SystemExit):
+            p.parse_args(cmd + ["-q", "-v"])
+
+
+TINY = {
+    "name": "tiny",
+    "trainable": "cnn_classifier",
+    "data": {"name": "digits", "val_fraction": 0.2},
+    "train": {"epochs": 2, "batch_size": 64, "filters": 4, "n_blocks": 1, "threads": 1},
+    "search": {"sampler": "random", "seed": 0, "num_samples": 3, "max_concurrent": 2,
+               "space": {"lr": {"type": "float", "low": 1e-3, "high": 3e-2, "log": True}}},
+    "scheduler": {"type": "none"},
+    "metric": "val_accuracy",
+    "checkpoint": {"every": 1, "keep": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_job(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("job") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(TINY))
+    return path
+
+
+@pytest.mark.parametrize("flag", ["-q", "-v"])
+def test_quiet_and_verbose_runs(ray_session, storage, tiny_job, capsys, flag):
+    assert main(["run", str(tiny_job), "--storage-path", str(storage), flag]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    status_lines = [line for line in lines if line.startswith("[") and " done" in line]
+    if flag == "-q":  # only the final summary: table (3 trials), status, best config, hints
+        assert not status_lines and lines[1].startswith("## tiny: 3 trials")
+        assert len(lines) <= 30, out
+    else:  # Ray Tune's per-trial tables besides the status lines
+        assert status_lines and "Trial status" in out and "started with configuration" in out
+        assert len(lines) > 60, out
+
+
+def test_default_run_prints_a_short_log_without_rays_noise(tiny_job, tmp_path):
+    """A fresh `sweeplab run` in its own process with its own local Ray (as a user runs it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_DEDUP_LOGS")}
+    env["PYTHONPATH"] = str(ROOT / "lib")
+    proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", "run", str(tiny_job), "--storage-path",
+                           str(tmp_path), "--num-cpus", "2"], capture_output=True, text=True, env=env, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out
+    assert "Token authentication" not in out  # auth stays on (Ray's default), without the warning
+    assert "driver_artifacts" not in out and "/tmp/ray/session" not in out  # no hint into Ray's staging
+    assert "Checkpoint successfully created" not in out
+    assert f"tensorboard --logdir {tmp_path / 'tiny'}" in out  # sweeplab's own hint
+    lines = out.splitlines()
+    assert lines[0].startswith("sweep tiny: 3 trials")
+    assert any(line.startswith("[") and "3/3 done: 3 completed | 0 running | best val_accuracy=" in line
+               for line in lines), out
+    assert len(lines) <= 45, out
