@@ -216,6 +216,20 @@ def test_unreachable_s3_storage_names_the_uri_and_the_network_error(command, s3_
     assert "holds no sweep" not in line
 
 
+def test_unreachable_gcs_storage_is_reported_within_the_retry_limit(tmp_path, monkeypatch, capsys):
+    """Google Cloud Storage without credentials (none can be found: a missing key file): the gs://
+    client's default retries last minutes; sweeplab's reads give up after GCS_RETRY_LIMIT_S."""
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "no-such-key.json"))
+    monkeypatch.setattr("sweeplab.runner.folder.GCS_RETRY_LIMIT_S", 1.0)
+    uri = "gs://sweeplab-test-bucket/sweeps/job"
+    start = time.monotonic()
+    code, _, err = _cli(["table", uri], capsys)
+    assert time.monotonic() - start < 15
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert line.startswith(f"sweeplab: error: {uri}: cannot reach the storage: ") and len(line) < 500, line
+
+
 @pytest.fixture(scope="module")
 def job_file(tmp_path_factory) -> Path:
     return _job(tmp_path_factory.mktemp("job"))

@@ -19,6 +19,9 @@ from sweeplab.spec import JobSpec, validate_spec
 #: The validated job, saved in every sweep folder.
 JOB_FILE = "sweeplab_job.yaml"
 
+#: Seconds sweeplab's own ``gs://`` requests are retried before it reports the storage unreachable.
+GCS_RETRY_LIMIT_S = 10.0
+
 
 class SweepError(RuntimeError):
     """A sweep cannot start or resume; the message says why and what to do."""
@@ -95,11 +98,14 @@ def has_tuner_state(path: str) -> bool:
     """
     from ray import tune
 
-    if not is_uri(path):
-        _check_creatable(Path(path))
     try:
+        if not is_uri(path):
+            _check_creatable(Path(path))
+        elif path.startswith("gs://"):  # Ray's own gs:// client retries for minutes: look once, bounded
+            fs, p = uri_filesystem(path)
+            fs.get_file_info(p)
         return tune.Tuner.can_restore(path)
-    except OSError as exc:  # an unreachable bucket, no credentials, a folder we may not read
+    except _io_errors() as exc:  # an unreachable bucket, no credentials, a folder we may not read
         raise storage_error(path, exc) from None
 
 
@@ -126,10 +132,30 @@ def _check_creatable(path: Path) -> None:
                          "fix --storage-path (or storage_path:, $SWEEPLAB_STORAGE)") from None
 
 
-def storage_error(path: str, exc: OSError) -> SweepError:
+def uri_filesystem(uri: str):
+    """``pyarrow.fs.FileSystem.from_uri(uri)``: the filesystem and the path inside it. A ``gs://``
+    client gives up after :data:`GCS_RETRY_LIMIT_S` seconds (its default retries an unreachable
+    Google Cloud Storage for minutes)."""
+    import pyarrow.fs as pafs
+
+    if uri.startswith("gs://") and "?" not in uri:
+        return pafs.FileSystem.from_uri(f"{uri}?retry_limit_seconds={GCS_RETRY_LIMIT_S:g}")
+    return pafs.FileSystem.from_uri(uri)
+
+
+def _io_errors() -> tuple[type[Exception], ...]:
+    """What reading or writing a sweep folder raises: ``OSError``, and for a URI pyarrow's own
+    ``ArrowException`` (the ``gs://`` client's credentials failures are one, not an ``OSError``)."""
+    import pyarrow.lib
+
+    return (OSError, pyarrow.lib.ArrowException)
+
+
+def storage_error(path: str, exc: Exception) -> SweepError:
     """The one-line error for a sweep folder that cannot be read or written: the path or URI,
     the first line of the underlying error (pyarrow's for ``s3://``/``gs://``), and what to check."""
     first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    first = first if len(first) <= 300 else first[:299] + "…"  # google-cloud-cpp's are whole paragraphs
     if is_uri(path):
         return SweepError(f"{path}: cannot reach the storage: {first}; check the bucket's name, your "
                           "credentials and the network (or use a local --storage-path)")
@@ -154,14 +180,12 @@ def write_file(path: str, name: str, text: str) -> None:
         SweepError: the storage cannot be reached or written (:func:`storage_error`).
     """
     if is_uri(path):
-        import pyarrow.fs as pafs
-
         try:
-            fs, p = pafs.FileSystem.from_uri(path)
+            fs, p = uri_filesystem(path)
             fs.create_dir(p, recursive=True)
             with fs.open_output_stream(f"{p}/{name}") as fh:
                 fh.write(text.encode())
-        except OSError as exc:
+        except _io_errors() as exc:
             raise storage_error(path, exc) from None
     else:
         try:
@@ -175,9 +199,7 @@ def write_file(path: str, name: str, text: str) -> None:
 
 def _read_job_yaml(path: str):
     if is_uri(path):
-        import pyarrow.fs as pafs
-
-        fs, p = pafs.FileSystem.from_uri(path)
+        fs, p = uri_filesystem(path)
         with fs.open_input_stream(f"{p}/{JOB_FILE}") as fh:
             return yaml.safe_load(fh.read().decode())
     return yaml.safe_load((Path(path) / JOB_FILE).read_text())
@@ -188,6 +210,20 @@ def _sweeps_inside(path: str) -> list[str]:
     if is_uri(path) or not Path(path).is_dir():
         return []
     return sorted(p.name for p in Path(path).iterdir() if (p / JOB_FILE).is_file())
+
+
+def _no_job_error(path: str, exc: Exception) -> SweepError:
+    """The error for a sweep folder whose job file cannot be read: no such file (naming the
+    sweeps inside when ``path`` is the storage folder itself), or the storage's own error."""
+    if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
+        return storage_error(path, exc)
+    inside = _sweeps_inside(path)
+    if inside:  # the storage path itself, given instead of one of its sweeps
+        shown = ", ".join(inside[:5]) + (f" and {len(inside) - 5} more" if len(inside) > 5 else "")
+        return SweepError(f"{path}: holds no sweeplab sweep itself but the sweep{'s' * (len(inside) > 1)} "
+                          f"{shown}; give one of them, e.g. {Path(path) / inside[0]}")
+    return SweepError(f"{path}: holds no sweeplab sweep (no {JOB_FILE}); give the folder that "
+                      "`sweeplab run` printed, or the sweep's name with --storage-path")
 
 
 def read_job(path: str, *, check_data: bool = False) -> JobSpec:
@@ -206,19 +242,13 @@ def read_job(path: str, *, check_data: bool = False) -> JobSpec:
     """
     try:
         raw = _read_job_yaml(path)
-    except OSError as exc:
-        if not isinstance(exc, (FileNotFoundError, NotADirectoryError)):
-            raise storage_error(path, exc) from None
-        inside = _sweeps_inside(path)
-        if inside:  # the storage path itself, given instead of one of its sweeps
-            shown = ", ".join(inside[:5]) + (f" and {len(inside) - 5} more" if len(inside) > 5 else "")
-            raise SweepError(f"{path}: holds no sweeplab sweep itself but the sweep{'s' * (len(inside) > 1)} "
-                             f"{shown}; give one of them, e.g. {Path(path) / inside[0]}") from None
-        raise SweepError(f"{path}: holds no sweeplab sweep (no {JOB_FILE}); give the folder that "
-                         "`sweeplab run` printed, or the sweep's name with --storage-path") from None
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise SweepError(f"{path}/{JOB_FILE}: corrupt ({str(exc).splitlines()[0]}); restore it from the job "
                          "file the sweep was started with (sweeplab validate JOB.yaml shows the same fields)") from None
+    except Exception as exc:  # noqa: BLE001 (pyarrow's errors are imported only when one is raised)
+        if not isinstance(exc, _io_errors()):
+            raise
+        raise _no_job_error(path, exc) from None
     if not isinstance(raw, dict):
         raise SweepError(f"{path}/{JOB_FILE}: corrupt (not a mapping of job fields); restore it from the job "
                          "file the sweep was started with")
