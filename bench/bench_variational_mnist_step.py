@@ -1,74 +1,165 @@
-"""Steps per second of the ``variational_mnist`` family (the conjugated mixture model) on MNIST.
+"""The conjugated mixture model's training step, old against new, interleaved (issue 18, item 3).
 
-Runs the family directly (no Ray) at each ``--threads`` value: ``--steps`` optimisation steps of
-``train_iteration`` after a short warm-up, then one full ``evaluate`` (10,000 test images and
-10,000 prior samples for R²). Prints wall-clock and process-CPU seconds with the load average:
-on a shared machine the CPU seconds at 1 thread are the better estimate of a free core, and
-``wall`` shows what the current load gives. Also prints how many steps fit in ``--minutes``.
-Used to size ``steps`` in ``tune_jobs/variational_mnist*.yaml``.
+One process, for each ``--threads`` value: ``--pairs`` rounds of (old step, new step, plain
+matmul), each timed on its own, after ``--warmup`` untimed rounds. A step is what the family does
+per batch: draw 512 images with replacement, the loss, ``backward``, fused Adam. The old step is
+the reference kept in ``tests/test_variational_mnist_step.py`` (the step before the
+restructuring; it computes ``log h(x)`` itself, as the family did), the new one
+``ConjugatedMixture.loss`` with ``log h(x)`` precomputed (as the family now does); each has its
+own copy of the model, initialised alike, and both see the same batches. The matmul is the
+step's biggest shape, ``[B, D] @ [D, (K-1)·L]``, for the machine's rate at that moment.
 
-    python bench/bench_variational_mnist_step.py --root /work/data --threads 1 2
-    python bench/bench_variational_mnist_step.py --n-latent 256 --n-clusters 30
+Prints per thread count: the median and min–max of the per-round ratios old/new (target ≥ 1.5),
+median ms per step, GFLOP per step (``torch.profiler``'s count of the matmuls; the old step's
+count is the work of the mathematics, so "useful GFLOP/s" divides it by each step's time), the
+matmul's GFLOP/s and each step's fraction of it, the load average before and after, and how many
+new steps fit in ``--minutes``. ``--profile`` also prints the profiler's top ops of both steps.
 
-Needs MNIST in the layout ``shared/data/materialize.sh ROOT`` writes; with ``--random`` it uses
-random uint8 images of MNIST's shape instead.
+    flock /tmp/sweeplab-cpu.lock python bench/bench_variational_mnist_step.py --root /work/data
+    python bench/bench_variational_mnist_step.py --random --pairs 5     # no MNIST needed
 """
 from __future__ import annotations
 
 import argparse
+import copy
+import importlib.util
 import os
+import statistics
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
+from torch.profiler import ProfilerActivity, profile
 
-from sweeplab.datasets.base import DataBundle, load_dataset
-from sweeplab.families.variational_mnist import VariationalMNISTFamily
+from sweeplab.families.variational_mnist import quantise
+from sweeplab.models.exponential_family import binomial_log_base_measure
+from sweeplab.models.variational_mnist import ConjugatedMixture
+
+TARGET = 1.5
+_TEST = Path(__file__).resolve().parents[1] / "tests" / "test_variational_mnist_step.py"
+
+
+def reference_loss():
+    """The old step's loss, imported from the test that keeps it."""
+    spec = importlib.util.spec_from_file_location("_vm_step_reference", _TEST)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.reference_loss
+
+
+def load_counts(args: argparse.Namespace) -> torch.Tensor:
+    """``[N, 784]`` uint8 Binomial counts of MNIST's training images (or random images)."""
+    if args.random:
+        images = np.random.default_rng(0).integers(0, 256, (60000, 1, 28, 28), dtype=np.uint8)
+    else:
+        from sweeplab.datasets.base import load_dataset
+        images = load_dataset("mnist", args.root).x_train
+    return torch.from_numpy(quantise(images, 16))
+
+
+class Stepper:
+    """One model, its fused Adam and a step function (``old``: the reference loss, ``new``: the
+    model's), drawing batches from the same index stream as its twin."""
+
+    def __init__(self, model: ConjugatedMixture, counts: torch.Tensor, kind: str, args, ref) -> None:
+        self.model, self.counts, self.kind, self.args, self.ref = model, counts, kind, args, ref
+        self.opt = torch.optim.Adam(model.parameters(), lr=1.5e-3, fused=True)
+        self.log_h = torch.cat([binomial_log_base_measure(c, 16) for c in counts.split(8192)])
+        self.gen = torch.Generator().manual_seed(1)
+
+    def step(self, idx: torch.Tensor) -> None:
+        """One training step on the images ``idx``."""
+        x = self.counts[idx].float()
+        kw = dict(beta=0.5, n_samples=self.args.samples, prior_samples=1024, generator=self.gen)
+        if self.kind == "old":
+            loss, _ = self.ref(self.model, x, **kw)
+        else:
+            loss, _ = self.model.loss(x, log_h=self.log_h[idx], **kw)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+
+
+def profiled(stepper: Stepper, idx: torch.Tensor, top: int) -> tuple[float, str]:
+    """GFLOP of one step (the profiler's matmul count) and the table of its ``top`` ops."""
+    with profile(activities=[ProfilerActivity.CPU], with_flops=True) as prof:
+        stepper.step(idx)
+    events = prof.key_averages()
+    gflop = sum(e.flops for e in events) / 1e9
+    return gflop, events.table(sort_by="self_cpu_time_total", row_limit=top)
+
+
+def timed(fn) -> float:
+    """Seconds of one call."""
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def run(threads: int, old: Stepper, new: Stepper, args) -> None:
+    """Interleave old, new and the matmul ``args.pairs`` times at ``threads`` and print."""
+    torch.set_num_threads(threads)
+    B, D = args.batch, old.counts.shape[1]
+    a, w = torch.randn(B, D), torch.randn(D, (args.clusters - 1) * args.latent)
+    mm_gflop = 2 * B * D * w.shape[1] / 1e9
+    draw = torch.Generator().manual_seed(threads)
+    batches = [torch.randint(len(old.counts), (B,), generator=draw) for _ in range(args.warmup + args.pairs)]
+    load0 = os.getloadavg()
+    t_old, t_new, t_mm = [], [], []
+    for i, idx in enumerate(batches):
+        to, tn, tm = timed(lambda: old.step(idx)), timed(lambda: new.step(idx)), timed(lambda: a @ w)
+        if i >= args.warmup:
+            t_old.append(to), t_new.append(tn), t_mm.append(tm)
+    load1 = os.getloadavg()
+    g_old, table_old = profiled(old, batches[0], args.top)
+    g_new, table_new = profiled(new, batches[0], args.top)
+    ratios = sorted(o / n for o, n in zip(t_old, t_new))
+    q1, q3 = np.percentile(ratios, [25, 75])
+    mo, mn, mm = (statistics.median(t) for t in (t_old, t_new, t_mm))
+    rate = mm_gflop / mm
+    verdict = "meets" if statistics.median(ratios) >= TARGET else "misses"
+    print(f"threads={threads} L={args.latent} K={args.clusters} B={B} S={args.samples} "
+          f"({'random' if args.random else 'MNIST'}), {args.pairs} interleaved rounds; "
+          f"load {load0[0]:.2f} -> {load1[0]:.2f}")
+    print(f"  speed-up old/new: median {statistics.median(ratios):.2f}x (IQR {q1:.2f}-{q3:.2f}, "
+          f"min-max {ratios[0]:.2f}-{ratios[-1]:.2f}); target >= {TARGET}x: {verdict}")
+    print(f"  old step {1000 * mo:.1f} ms (min {1000 * min(t_old):.1f}), new step {1000 * mn:.1f} ms "
+          f"(min {1000 * min(t_new):.1f}); matmul {B}x{D}x{w.shape[1]} {1000 * mm:.1f} ms = {rate:.0f} GFLOP/s")
+    print(f"  GFLOP a step: old {g_old:.2f}, new {g_new:.2f}; useful GFLOP/s (old's count / time): "
+          f"old {g_old / mo:.0f} ({100 * g_old / mo / rate:.0f} % of the matmul rate), "
+          f"new {g_old / mn:.0f} ({100 * g_old / mn / rate:.0f} %; target ~60 %)")
+    print(f"  {args.minutes:g} min of one trial = {int(60 * args.minutes / mn):,} new steps "
+          f"({int(60 * args.minutes / mo):,} old) at {threads} thread(s)", flush=True)
+    if args.profile:
+        print(f"  -- old step, top ops at {threads} thread(s) --\n{table_old}\n"
+              f"  -- new step, top ops --\n{table_new}", flush=True)
 
 
 def main() -> None:
-    """Parse the arguments and print one timing line per thread count."""
+    """Parse the arguments; run every thread count."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", default="/work/data")
     ap.add_argument("--random", action="store_true", help="random images of MNIST's shape")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--n-latent", type=int, default=128)
-    ap.add_argument("--n-clusters", type=int, default=30)
-    ap.add_argument("--interaction", choices=["full", "hierarchical"], default="full")
-    ap.add_argument("--mode", choices=["gradient", "analytical"], default="gradient")
-    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--pairs", type=int, default=15)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--latent", type=int, default=128)
+    ap.add_argument("--clusters", type=int, default=30)
+    ap.add_argument("--batch", type=int, default=512)
+    ap.add_argument("--samples", type=int, default=10)
     ap.add_argument("--minutes", type=float, default=40.0)
-    ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--profile", action="store_true", help="print the profiler's top ops of both steps")
+    ap.add_argument("--top", type=int, default=15)
     args = ap.parse_args()
-    if args.random:
-        rng = np.random.default_rng(0)
-        data = DataBundle("random", rng.integers(0, 256, (60000, 1, 28, 28), dtype=np.uint8),
-                          rng.integers(0, 10, 60000), rng.integers(0, 256, (10000, 1, 28, 28), dtype=np.uint8),
-                          rng.integers(0, 10, 10000), num_classes=10)
-    else:
-        data = load_dataset("mnist", args.root)
+    counts = load_counts(args)
+    model = ConjugatedMixture(counts.shape[1], args.latent, args.clusters)
+    model.reset_parameters(counts.float().mean(0) / 16, generator=torch.Generator().manual_seed(0))
+    ref = reference_loss()
+    old = Stepper(model, counts, "old", args, ref)
+    new = Stepper(copy.deepcopy(model), counts, "new", args, ref)
     for threads in args.threads:
-        torch.set_num_threads(threads)
-        cfg = VariationalMNISTFamily.Config(
-            n_latent=args.n_latent, n_clusters=args.n_clusters, interaction=args.interaction, mode=args.mode,
-            batch_size=args.batch_size, steps=10**7, steps_per_iteration=5, kl_warmup_steps=1000)
-        fam = VariationalMNISTFamily(cfg, data, torch.device("cpu"))
-        fam.train_iteration(0)  # warm-up; beta > 0 from here on, so the conjugation penalty is timed
-        fam.config = cfg.model_copy(update={"steps_per_iteration": args.steps})
-        c0, w0, load0 = time.process_time(), time.perf_counter(), os.getloadavg()[0]
-        fam.train_iteration(1)
-        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-        line = (f"threads={threads} L={args.n_latent} K={args.n_clusters} B={args.batch_size} "
-                f"{args.interaction}/{args.mode}: {args.steps / wall:.2f} steps/s wall "
-                f"({1000 * wall / args.steps:.0f} ms/step), {1000 * cpu / args.steps:.0f} CPU-ms/step "
-                f"(all threads); {args.minutes:g} min = {int(60 * args.minutes * args.steps / wall)} "
-                f"steps at this wall rate; load {load0:.1f}->{os.getloadavg()[0]:.1f}")
-        if not args.no_eval:
-            c1, w1 = time.process_time(), time.perf_counter()
-            fam.evaluate(1)
-            line += f"; full evaluate {time.perf_counter() - w1:.1f} s wall ({time.process_time() - c1:.1f} s CPU)"
-        print(line, flush=True)
+        run(threads, old, new, args)
 
 
 if __name__ == "__main__":

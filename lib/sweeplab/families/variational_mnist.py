@@ -31,6 +31,7 @@ from sweeplab.kit.optim import (LRSchedule, OptimizerConfig, ScheduleConfig, bui
                                 clip_gradients, count_params)
 from sweeplab.metrics import clustering as cm
 from sweeplab.metrics.convention import Metric, per_split
+from sweeplab.models.exponential_family import binomial_log_base_measure
 from sweeplab.models.variational_mnist import ConjugatedMixture
 
 #: Metrics :meth:`VariationalMNISTFamily.evaluate` computes on a split: (quantity, mode, unit,
@@ -158,6 +159,8 @@ class VariationalMNISTFamily(ModelFamily):
         cfg = config
         n = cfg.pixel_levels
         self.x_train = torch.from_numpy(quantise(data.x_train, n))  # [N, D] uint8, one copy
+        # log h(x) of every training image, once (a constant of the objective; nats, [N])
+        self.log_h_train = torch.cat([binomial_log_base_measure(c, n) for c in self.x_train.split(8192)])
         self.model = ConjugatedMixture(
             self.x_train.shape[1], cfg.n_latent, cfg.n_clusters, interaction=cfg.interaction,
             mode=cfg.mode, n_trials=n, score_baseline=cfg.score_baseline,
@@ -225,10 +228,11 @@ class VariationalMNISTFamily(ModelFamily):
             beta, lr = self.beta(self.step), self.schedule.current_lr
             idx = torch.randint(len(self.x_train), (cfg.batch_size,), generator=self.generator)
             x = self.x_train[idx].to(self.device).float()
+            log_h = self.log_h_train[idx].to(self.device)
             loss, stats = self.model.loss(
                 x, beta=beta, entropy_weight=cfg.entropy_weight,
                 posterior_entropy_weight=cfg.posterior_entropy_weight, conj_weight=cfg.conj_weight,
-                n_samples=cfg.mc_samples, prior_samples=cfg.prior_samples, generator=self.rng)
+                n_samples=cfg.mc_samples, prior_samples=cfg.prior_samples, generator=self.rng, log_h=log_h)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             clip_gradients(self.params, cfg.grad_clip)

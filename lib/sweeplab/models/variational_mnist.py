@@ -29,9 +29,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sweeplab.models.binomial_mixture import BinomialMixture, Interaction, Mode
+from sweeplab.models.conjugated_step import training_loss
 from sweeplab.models.exponential_family import (ScoreBaseline, bernoulli_log_prob_logits,
                                                 bernoulli_sample, binomial_log_base_measure,
-                                                categorical_entropy, kl_posterior_prior,
+                                                kl_posterior_prior,
                                                 mixture_log_weights, score_function_surrogate)
 
 __all__ = ["ConjugatedMixture", "Posterior", "BinomialMixture"]
@@ -226,7 +227,8 @@ class ConjugatedMixture(BinomialMixture):
     def loss(self, x: Tensor, *, beta: float, entropy_weight: float = 5.0,
              posterior_entropy_weight: float = 10.0, conj_weight: float = 0.1,
              n_samples: int = 10, prior_samples: int = 1024,
-             generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+             generator: torch.Generator | None = None,
+             log_h: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
         """The training objective of the spec for one batch.
 
         ``loss = −mean_x[E_q log p(x|y,k) − β·KL] − w_ent·H[p(k)] − w_post·H[mean_x q(k|x)]
@@ -236,25 +238,17 @@ class ConjugatedMixture(BinomialMixture):
             x: ``[B, D]`` float counts; beta: KL / conjugation weight ``β`` in [0, 1];
             entropy_weight: ``w_ent``; posterior_entropy_weight: ``w_post``;
             conj_weight: ``w_conj``; n_samples: ``S``; prior_samples: draws of the penalty;
-            generator: RNG of all draws.
+            generator: RNG of all draws; log_h: ``[B]`` ``log h(x)`` if precomputed (nats).
+
+        Computed by :func:`sweeplab.models.conjugated_step.training_loss`: the same mathematics
+        as :meth:`elbo` and the penalties written out (the reference in
+        ``tests/test_variational_mnist_step.py``), restructured so the ``[B, K, L]`` work is done
+        once (issue 18); it consumes ``generator`` in the same order, so it draws the same samples.
 
         Returns:
             The scalar loss and floats ``elbo`` (batch mean at β = 1, nats), ``kl``,
             ``prior_entropy``, ``posterior_entropy``, ``conj_var``.
         """
-        if self.mode == "analytical":
-            self.fit_rho(generator=generator)
-        out = self.elbo(x, n_samples, generator)
-        exp_ll, kl = out["expected_log_likelihood"].mean(), out["kl"].mean()
-        h_prior = categorical_entropy(out["log_pk"])
-        mean_qk = out["log_qk"].exp().mean(0)
-        h_post = -(mean_qk * torch.log(mean_qk.clamp_min(1e-30))).sum()
-        loss = -(exp_ll - beta * kl) - entropy_weight * h_prior - posterior_entropy_weight * h_post
-        conj_var = torch.zeros(())
-        if conj_weight and beta:
-            conj_var = self.conjugation_variance(prior_samples, generator)
-            loss = loss + beta * conj_weight * conj_var
-        stats = {"elbo": float((exp_ll - kl).detach()), "kl": float(kl.detach()),
-                 "prior_entropy": float(h_prior.detach()), "posterior_entropy": float(h_post.detach()),
-                 "conj_var": float(conj_var.detach())}
-        return loss, stats
+        return training_loss(self, x, beta=beta, entropy_weight=entropy_weight,
+                             posterior_entropy_weight=posterior_entropy_weight, conj_weight=conj_weight,
+                             n_samples=n_samples, prior_samples=prior_samples, generator=generator, log_h=log_h)
