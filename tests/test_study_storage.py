@@ -76,6 +76,7 @@ def test_embedded_study_holds_every_trial_with_its_values(embedded):
     assert record["storage"] == "journal" and record["study_name"].startswith("stud-")
     assert (Path(embedded) / JOURNAL_FILE).stat().st_size > 0
     study = study_of(embedded)
+    assert study.metric_names == ["val_value"] and study.user_attrs["sweep_folder"] == embedded
     sweep = load_sweep(embedded)
     df, hist = sweep.dataframe(), sweep.history()
     assert len(study.trials) == len(df) == 4

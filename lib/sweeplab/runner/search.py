@@ -114,7 +114,8 @@ def build_search(spec: JobSpec, exp_path: str | None = None):
     if exp_path is not None:
         from sweeplab.runner.study import new_study
 
-        study_name, storage = new_study(spec.name or "sweep", exp_path, s.storage) or (None, None)
+        objectives = dict(zip(spec.objectives(), spec.resolved_modes()))
+        study_name, storage = new_study(spec.name or "sweep", exp_path, s.storage, objectives) or (None, None)
     alg = OptunaSearch(space=DefineByRunSpace(dict(s.space)), metric=metric, mode=mode,
                        sampler=_optuna_sampler(spec), study_name=study_name, storage=storage)
     if spec.repeats > 1:

@@ -107,13 +107,18 @@ def open_rdb(url: str) -> RDBStorage:
                          "the URL's user, host, port and database") from None
 
 
-def new_study(name: str, exp_path: str, url: str | None) -> tuple[str, BaseStorage] | None:
-    """A fresh study name and its storage for a new sweep, recorded in the sweep folder.
+def new_study(name: str, exp_path: str, url: str | None,
+              objectives: dict[str, str] | None = None) -> tuple[str, BaseStorage] | None:
+    """A fresh study for a new sweep, created in its storage and recorded in the sweep folder.
 
     Args:
         name: the sweep's name (the study is ``<name>-<8 hex digits>``, unique per sweep).
         exp_path: the sweep folder (local path or ``s3://``/``gs://`` URI).
         url: ``search.storage`` (an SQLAlchemy URL) or None for the embedded journal.
+        objectives: metric -> ``"min"``/``"max"``: the study is created with these directions
+            and metric names (the dashboard shows ``val_accuracy``, not "Objective 0") and the
+            sweep folder as a user attribute; Ray's ``OptunaSearch`` then loads it. None: Ray
+            creates it.
 
     Returns:
         ``(study_name, storage)``, or None (in-memory study) for an s3/gs folder without ``url``.
@@ -125,9 +130,25 @@ def new_study(name: str, exp_path: str, url: str | None) -> tuple[str, BaseStora
         return None
     storage: BaseStorage = open_rdb(url) if url else FolderJournalStorage(exp_path)
     study_name = f"{name}-{uuid.uuid4().hex[:8]}"
+    if objectives:
+        _create(study_name, storage, objectives, exp_path)
     record = {"study_name": study_name, "storage": url or EMBEDDED, "folder": exp_path}
     write_file(exp_path, STUDY_FILE, json.dumps(record, indent=1) + "\n")
     return study_name, storage
+
+
+def _create(study_name: str, storage: BaseStorage, objectives: dict[str, str], exp_path: str) -> None:
+    """Create the study with its directions, metric names and sweep folder (user attribute)."""
+    import warnings
+
+    import optuna
+
+    study = optuna.create_study(study_name=study_name, storage=storage,
+                                directions=["minimize" if m == "min" else "maximize" for m in objectives.values()])
+    with warnings.catch_warnings():  # set_metric_names is marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(list(objectives))
+    study.set_user_attr("sweep_folder", exp_path)
 
 
 def read_study_record(exp_path: str) -> dict[str, Any] | None:
