@@ -137,6 +137,23 @@ def test_an_interrupted_sweep_says_its_best_is_provisional(capsys):
     assert "provisional" not in capsys.readouterr().out
 
 
+def test_a_trial_failure_is_one_line_without_ray_traceback():
+    import logging
+
+    try:
+        raise RuntimeError("worker traceback line 1\n  File loop.py, line 9\nValueError: lr must be positive")
+    except RuntimeError:
+        exc_info = sys.exc_info()
+    record = logging.LogRecord(progress.CompactTrialErrors.LOGGER, logging.ERROR, "tune_controller.py", 1,
+                               "Trial task failed for trial %s", ("trial_ab12",), exc_info)
+    assert progress.CompactTrialErrors().filter(record)
+    text = logging.Formatter().format(record)
+    assert text == ("Trial task failed for trial trial_ab12: ValueError: lr must be positive "
+                    "(traceback: error.txt in its folder; -v prints it)")
+    other = logging.LogRecord("x", logging.ERROR, "f.py", 1, "something else", None, exc_info)
+    assert progress.CompactTrialErrors().filter(other) and other.exc_info is exc_info  # left alone
+
+
 def test_run_and_resume_take_v_and_q():
     p = build_parser()
     for cmd in (["run", "job.yaml"], ["resume", "sweeps/x"]):

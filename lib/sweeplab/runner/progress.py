@@ -23,6 +23,7 @@ final table.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -68,6 +69,27 @@ def ray_output(verbose: int) -> int:
     return ray_verbose
 
 
+class CompactTrialErrors(logging.Filter):
+    """A filter on Ray Tune's controller logger: "Trial task failed for trial X" keeps one line,
+    the exception's own last line, instead of a traceback of some 40 lines per failure (the
+    traceback stays in the trial folder's ``error.txt``; ``-v`` prints it)."""
+
+    LOGGER = "ray.tune.execution.tune_controller"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Shorten a trial-failure record in place; let every record through."""
+        if record.exc_info and str(record.msg).startswith("Trial task failed"):
+            lines = [line for line in str(record.exc_info[1]).splitlines() if line.strip()]
+            cause = lines[-1].strip() if lines else type(record.exc_info[1]).__name__
+            record.msg = f"{record.getMessage()}: {cause} (traceback: error.txt in its folder; -v prints it)"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
+#: the one filter installed while a sweep with compact errors runs
+_COMPACT = CompactTrialErrors()
+
+
 def format_seconds(seconds: float) -> str:
     """``42s``, ``3m05s``, ``2h07m``."""
     seconds = max(0, int(round(seconds)))
@@ -100,16 +122,19 @@ class SweepProgress(Callback):
         max_t: ASHA's or HyperBand's ``max_t`` (caps budgets), else ``None``.
         default_budget: iterations of a trial whose config the family cannot read.
         stream: where lines go (default ``sys.stdout`` at print time).
+        compact_errors: one line per trial failure instead of Ray's traceback
+            (:class:`CompactTrialErrors`, while the sweep runs).
     """
 
     def __init__(self, name: str, metric: str | list[str], mode: str | list[str], varied: Iterable[str],
                  family: str, max_t: int | None = None, default_budget: int = 1,
-                 stream: TextIO | None = None) -> None:
+                 stream: TextIO | None = None, compact_errors: bool = True) -> None:
         self.name = name
         self.metrics = [metric] if isinstance(metric, str) else list(metric)
         self.modes = [mode] if isinstance(mode, str) else list(mode)
         self.varied = list(varied)
         self.family, self.max_t, self.default_budget = family, max_t, default_budget
+        self.compact_errors = compact_errors
         self.stream = stream
         self._budgets: dict[str, int] = {}
         self._reset()
@@ -124,6 +149,8 @@ class SweepProgress(Callback):
     def setup(self, stop: Any = None, num_samples: Any = None, total_num_samples: Any = None, **info: Any) -> None:
         """Called by Ray before the first trial: the total and the start time."""
         self._reset()
+        if self.compact_errors:
+            logging.getLogger(CompactTrialErrors.LOGGER).addFilter(_COMPACT)
         self._last_line = self.start  # the first status line after MIN_EVERY
         self.total = int(total_num_samples or 0)
         self._write(f"sweep {self.name}: {self.total} trials; a status line every few seconds "
@@ -143,6 +170,7 @@ class SweepProgress(Callback):
 
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """The last status line; for an interrupted sweep, that its best is provisional."""
+        logging.getLogger(CompactTrialErrors.LOGGER).removeFilter(_COMPACT)
         line = self.status_line(trials, time.monotonic() - self.start)
         unfinished = sum(1 for t in trials if t.status not in ("TERMINATED", "ERROR"))
         unstarted = max(0, self.total - len(trials))
@@ -254,5 +282,5 @@ def progress_callbacks(spec: Any, verbose: int) -> list[Callback]:
     else:
         metric, mode = spec.metric, spec.resolved_mode()
     return [SweepProgress(spec.name, metric, mode, varied_keys(spec), spec.trainable, max_t=max_t,
-                          default_budget=spec.max_iterations())]
+                          default_budget=spec.max_iterations(), compact_errors=verbose < 2)]
 
