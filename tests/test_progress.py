@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -135,6 +136,18 @@ def test_an_interrupted_sweep_says_its_best_is_provisional(capsys):
     cb.total = 4
     cb.on_experiment_end(trials_midway()[:4])
     assert "provisional" not in capsys.readouterr().out
+    # Ctrl-C: Ray marks the running trial TERMINATED at cleanup without ending it (no
+    # on_trial_complete): still unfinished, not "stopped early"
+    trials = trials_midway()[:5]
+    cb.total = 5
+    cb.on_step_end(0, trials)
+    for t in trials[:4]:
+        cb.on_trial_complete(0, trials, t)
+    trials[4].status = "TERMINATED"
+    cb.on_experiment_end(trials)
+    out = capsys.readouterr().out
+    assert "4/5 done: 1 completed, 1 stopped early, 1 errored, 1 diverged | 0 running, 1 unfinished" in out
+    assert "interrupted: 1 of 5 trials unfinished, so the best above is provisional" in out
 
 
 def test_a_trial_failure_is_one_line_without_ray_traceback():
@@ -198,20 +211,57 @@ def test_quiet_and_verbose_runs(ray_session, storage, tiny_job, capsys, flag):
         assert len(lines) > 60, out
 
 
-def test_default_run_prints_a_short_log_without_rays_noise(tiny_job, tmp_path):
-    """A fresh `sweeplab run` in its own process with its own local Ray (as a user runs it)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "RAY_DEDUP_LOGS")}
+def test_an_interrupted_default_run_prints_a_short_log_without_rays_noise(ray_session, tiny_job, tmp_path):
+    """A fresh `sweeplab run` in its own process with its own local Ray, as a user runs it, and
+    Ctrl-C once the first status line is out: Ray's noise is gone, the best is provisional, and a
+    resume of it gets this session's loggers and verbosity."""
+    job = yaml.safe_load(tiny_job.read_text())
+    job["train"]["epochs"] = 300  # ~10 s a trial: still running at the first status line
+    job["search"]["max_concurrent"] = 1
+    job["checkpoint"] = {"every": 100, "keep": 1}
+    long_job = tmp_path / "long.yaml"
+    long_job.write_text(yaml.safe_dump(job))
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_MODE", "TUNE_DISABLE_SIGINT_HANDLER")}
     env["PYTHONPATH"] = str(ROOT / "lib")
-    proc = subprocess.run([sys.executable, "-m", "sweeplab.cli", "run", str(tiny_job), "--storage-path",
-                           str(tmp_path), "--num-cpus", "2"], capture_output=True, text=True, env=env, timeout=300)
-    out = proc.stdout + proc.stderr
-    assert proc.returncode == 0, out
+    proc = subprocess.Popen([sys.executable, "-m", "sweeplab.cli", "run", str(long_job), "--storage-path",
+                             str(tmp_path), "--num-cpus", "1"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=env)
+    lines = []
+    try:
+        for line in proc.stdout:
+            lines.append(line.rstrip("\n"))
+            if line.startswith("[") and " done" in line:
+                proc.send_signal(signal.SIGINT)  # Ctrl-C
+                break
+        lines += proc.communicate(timeout=120)[0].splitlines()
+    finally:
+        proc.kill()
+    out = "\n".join(lines)
+    assert proc.returncode == 1, out  # unfinished trials
     assert "Token authentication" not in out  # auth stays on (Ray's default), without the warning
     assert "driver_artifacts" not in out and "/tmp/ray/session" not in out  # no hint into Ray's staging
-    assert "Checkpoint successfully created" not in out
+    assert "Checkpoint successfully created" not in out and "Trial status" not in out
     assert f"tensorboard --logdir {tmp_path / 'tiny'}" in out  # sweeplab's own hint
-    lines = out.splitlines()
-    assert lines[0].startswith("sweep tiny: 3 trials")
-    assert any(line.startswith("[") and "3/3 done: 3 completed | 0 running | best val_accuracy=" in line
-               for line in lines), out
+    assert any(line.startswith("sweep tiny: 3 trials; a status line every few seconds") for line in lines[:3])
+    assert "trials unfinished, so the best above is provisional" in out
+    assert "stopped early" not in out  # the trial Ctrl-C cut short is unfinished
+    assert "## best trial by max val_accuracy (provisional: " in out
     assert len(lines) <= 45, out
+    print(out)  # shown with -s: the output a user sees
+
+    from sweeplab.runner.run import _restored_output, make_trainable
+    from sweeplab.runner.folder import read_job
+    from sweeplab.runner.data import prepare_data
+    from sweeplab.tensorboard import TrialTensorBoard
+    from ray import tune
+
+    spec = read_job(str(tmp_path / "tiny"))
+    tuner = tune.Tuner.restore(str(tmp_path / "tiny"), make_trainable(spec, prepare_data(spec)),
+                               resume_unfinished=True)
+    for verbose, ray_verbose, kinds in ((0, 0, {"CSVLoggerCallback", "JsonLoggerCallback", "TrialTensorBoard"}),
+                                        (2, 1, {"CSVLoggerCallback", "JsonLoggerCallback", "TrialTensorBoard",
+                                                "SweepProgress"})):
+        _restored_output(tuner, spec, verbose)
+        config = tuner._local_tuner.get_run_config()
+        assert {type(c).__name__ for c in config.callbacks} == kinds and config.verbose == ray_verbose
+    assert any(isinstance(c, TrialTensorBoard) for c in config.callbacks)

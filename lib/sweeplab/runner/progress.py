@@ -144,6 +144,10 @@ class SweepProgress(Callback):
         self.start = time.monotonic()
         self._last_line = self._last_live = 0.0
         self._live_pending = False
+        # trials seen live in this session, and those Ray ended (done, stopped early, errored):
+        # when an interrupted sweep ends, Ray marks its live trials TERMINATED without ending them
+        self._active: set[str] = set()
+        self._ended: set[str] = set()
 
     # -- Ray Tune hooks ---------------------------------------------------------------------------
     def setup(self, stop: Any = None, num_samples: Any = None, total_num_samples: Any = None, **info: Any) -> None:
@@ -158,6 +162,7 @@ class SweepProgress(Callback):
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
         """Print (or refresh) the status line when it is due."""
+        self._active.update(t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR"))
         now = time.monotonic()
         elapsed = now - self.start
         every = min(MAX_EVERY, max(MIN_EVERY, elapsed / 12))
@@ -168,11 +173,20 @@ class SweepProgress(Callback):
             self._last_live = now
             self._write(self.status_line(trials, elapsed), live=True)
 
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """Ray ended ``trial`` normally (its budget, or a scheduler's stop)."""
+        self._ended.add(trial.trial_id)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        """``trial`` failed for good."""
+        self._ended.add(trial.trial_id)
+
     def on_experiment_end(self, trials: list, **info: Any) -> None:
         """The last status line; for an interrupted sweep, that its best is provisional."""
         logging.getLogger(CompactTrialErrors.LOGGER).removeFilter(_COMPACT)
-        line = self.status_line(trials, time.monotonic() - self.start)
-        unfinished = sum(1 for t in trials if t.status not in ("TERMINATED", "ERROR"))
+        cut = (self._active - self._ended) | {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
+        line = self.status_line(trials, time.monotonic() - self.start, cut)
+        unfinished = len(cut)
         unstarted = max(0, self.total - len(trials))
         if unfinished or unstarted:
             line += (f"\ninterrupted: {unfinished + unstarted} of {self.total} trials unfinished, so the best "
@@ -180,21 +194,22 @@ class SweepProgress(Callback):
         self._write(line)
 
     # -- the line ---------------------------------------------------------------------------------
-    def status_line(self, trials: Iterable[Any], elapsed: float) -> str:
+    def status_line(self, trials: Iterable[Any], elapsed: float, cut: Iterable[str] = ()) -> str:
         """The status line of ``trials`` (Ray ``Trial`` objects or anything with ``trial_id``,
-        ``status``, ``config`` and ``last_result``) after ``elapsed`` seconds."""
+        ``status``, ``config`` and ``last_result``) after ``elapsed`` seconds; the ids in ``cut``
+        were interrupted (counted as unfinished, whatever their status says)."""
         from sweeplab.results.sweep import trial_status
 
         counts = dict.fromkeys(COUNTED, 0)
-        running, partial = 0, 0.0
+        running, partial, cut = 0, 0.0, set(cut)
         usable = []
         for t in trials:
             last = t.last_result or {}
             budget = self.budget(t)
-            status = trial_status(t.status, last, budget)
+            status = "unfinished" if t.trial_id in cut else trial_status(t.status, last, budget)
             if status in counts:
                 counts[status] += 1
-            elif t.status in ("RUNNING", "PAUSED"):
+            elif t.status in ("RUNNING", "PAUSED") and t.trial_id not in cut:
                 running += 1
                 partial += min(1.0, float(last.get("training_iteration", 0) or 0) / max(budget, 1))
             if status not in ("diverged", "error", "cancelled"):
@@ -204,7 +219,7 @@ class SweepProgress(Callback):
         detail = ", ".join(f"{n} {_LABELS[s]}" for s, n in counts.items() if n)
         if detail:
             parts[0] += f": {detail}"
-        parts.append(f"{running} running")
+        parts.append(f"{running} running" + (f", {len(cut)} unfinished" if cut else ""))
         parts.append(self._best(usable))
         eta = eta_seconds(elapsed, self.total, finished, partial)
         if finished < self.total:
