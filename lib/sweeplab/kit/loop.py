@@ -90,8 +90,7 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
     """
     from ray import tune
 
-    # Ray logs "Checkpoint successfully created at: ..." for every checkpoint of every trial: a
-    # flood in the driver's console, where sweeplab's status line says how the sweep goes
+    # no "Checkpoint successfully created" line per checkpoint of every trial in the driver's console
     logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
     settings = settings or {}
     fam = build_family(family, config, data, settings.get("cpus") or 1)
