@@ -24,6 +24,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False):
+    """SafeLoader's mapping constructor, after checking no key occurs twice (raises a
+    ``ConstructorError`` marking the second, which :func:`read_yaml` reports with its line)."""
     first: dict[Any, int] = {}
     for key_node, _ in node.value:
         if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` merges are not duplicates
@@ -41,6 +43,7 @@ def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode
 
 
 _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
 
 def parse_overrides(items: list[str] | None) -> list[tuple[list[str], Any]]:
     """Parse ``--set a.b=c`` items; values are read as YAML scalars/lists (``4``, ``1e-3``,
