@@ -121,6 +121,13 @@ def test_override_spaces_around_dots_are_ignored(tmp_path, capsys):
     assert "max_t=1" in out  # ASHA's max_t is the one epoch
 
 
+def test_a_list_override_without_brackets_says_how_to_write_a_list(tmp_path, capsys):
+    code, _, err = _cli(["validate", _job(tmp_path), "--set", "search.space.norm.values=none,batch"], capsys)
+    assert code == 2
+    (line,) = _error_lines(err)
+    assert "search.space.norm.values: Input should be a valid list" in line and "[a, b]" in line, line
+
+
 def test_override_errors_are_each_reported_under_their_own_field(tmp_path, capsys):
     job = _job(tmp_path)
     code, _, err = _cli(["validate", job, "--set", "train.epochs=abc",

@@ -172,6 +172,8 @@ def _pydantic_lines(exc: ValidationError) -> list[str]:
         elif err["type"] == "union_tag_not_found":
             msg = "needs a type: float, int or categorical"
         got = err.get("input")
+        if err["type"] == "list_type" and isinstance(got, str) and "," in got:  # --set x=a,b
+            msg += "; write a list in brackets: [a, b] (quoted in a shell: --set 'x=[a, b]')"
         suffix = f" (got {got!r})" if err["type"] not in ("missing", "extra_forbidden") and _short(got) else ""
         if err["type"] == "extra_forbidden":
             suffix = ""
