@@ -143,6 +143,7 @@ def _create(study_name: str, storage: BaseStorage, objectives: dict[str, str], e
 
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line on the console
     study = optuna.create_study(study_name=study_name, storage=storage,
                                 directions=["minimize" if m == "min" else "maximize" for m in objectives.values()])
     with warnings.catch_warnings():  # set_metric_names is marked experimental
