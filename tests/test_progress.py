@@ -208,6 +208,7 @@ def test_quiet_and_verbose_runs(ray_session, storage, tiny_job, capsys, flag):
         assert len(lines) <= 30, out
     else:  # Ray Tune's per-trial tables besides the status lines
         assert status_lines and "Trial status" in out and "started with configuration" in out
+        assert "To visualize your results with TensorBoard" not in out  # Ray's hint into its staging folder
         assert len(lines) > 60, out
 
 
