@@ -88,8 +88,14 @@ def _restored_output(tuner: Any, spec: JobSpec, verbose: int) -> None:
     (as ``Tuner.fit`` does for Ray Client): this session's loggers, status line and ``-v``/``-q``."""
     from sweeplab.runner.progress import ray_output
 
+    # Ray internals (pinned: ray 2.60, runner.repairs.RAY_REPAIRS_VERSION): Tuner.restore accepts no
+    # RunConfig and exposes no public accessor to the restored one (ray-project/ray#41364, which names this
+    # very workaround)
     internal = getattr(tuner, "_local_tuner", None)
-    if internal is None:  # Ray Client: the saved output settings stay
+    if internal is None or not hasattr(internal, "get_run_config"):
+        logger.warning("resume: this Ray (%s) does not expose the restored tuner's run settings; the sweep "
+                       "continues with the callbacks and verbosity saved when it started",
+                       "Ray Client" if internal is None else "an unpinned version")
         return
     run_config = internal.get_run_config()
     run_config.callbacks = _callbacks(spec, verbose)
@@ -122,6 +128,9 @@ def _start_ray(spec: JobSpec, address: str | None, num_cpus: int | None, dashboa
 def _new_tuner(spec: JobSpec, data: Any, storage: str, exp_path: str, verbose: int, search: tuple):
     """The ``Tuner`` of a new sweep; ``search``: ``(search_alg, num_trials, scheduler)``."""
     from ray import tune
+
+    from sweeplab.runner.progress import ray_output
+    from sweeplab.tensorboard import TrialDirName, varied_keys
 
     search_alg, num_trials, scheduler = search
     # several objectives: the searcher gets them (OptunaSearch takes lists); Ray's TuneConfig
