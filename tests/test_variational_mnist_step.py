@@ -115,7 +115,10 @@ def _expected_log_partition(m, logits, log_qk, S, generator):
 
 def reference_loss(m, x, *, beta, entropy_weight=5.0, posterior_entropy_weight=10.0, conj_weight=0.1,
                    n_samples=10, prior_samples=1024, generator=None):
-    """The old ``ConjugatedMixture.loss`` (gradient mode; ``n_samples`` ≥ 2): (loss, stats)."""
+    """The old ``ConjugatedMixture.loss`` (``n_samples`` ≥ 2): (loss, stats). ``analytical``
+    mode refits ρ first with the model's ``fit_rho`` (unchanged by the restructuring)."""
+    if m.mode == "analytical":
+        m.fit_rho(generator=generator)
     logits, log_qk, xw, xb, sp = _posterior(m, x)
     prior_logits, _, log_pk = _prior(m)
     bern = (torch.sigmoid(logits) * (logits - prior_logits) - sp + F.softplus(prior_logits)).sum(-1)
@@ -146,11 +149,11 @@ D, L, K, B = 48, 12, 5, 40
 
 
 def make_model(interaction="full", control_variate="none", score_baseline="leave_one_out",
-               dtype=torch.float64, seed=0) -> ConjugatedMixture:
+               dtype=torch.float64, seed=0, mode="gradient") -> ConjugatedMixture:
     """A small model with every parameter at a visible scale (so every term and gradient matters)."""
     torch.manual_seed(seed)
     m = ConjugatedMixture(D, L, K, interaction=interaction, control_variate=control_variate,
-                          score_baseline=score_baseline).to(dtype)
+                          score_baseline=score_baseline, mode=mode).to(dtype)
     with torch.no_grad():
         for name, p in m.named_parameters():
             p.copy_(torch.randn_like(p) * (0.05 if name in ("w", "w_k", "b") else 0.5))
@@ -207,6 +210,11 @@ def test_step_equals_the_reference_without_the_penalty_and_in_float32():
     m32, x32 = make_model(dtype=torch.float32), make_batch(torch.float32)
     assert_same_step(m32, x32, rtol=1e-5, atol=1e-5, beta=1.0, n_samples=10, prior_samples=128,
                      entropy_weight=2.0, posterior_entropy_weight=3.0, conj_weight=0.3)
+
+
+def test_step_equals_the_reference_in_analytical_mode():
+    m = make_model(mode="analytical")
+    assert_same_step(m, make_batch(), rtol=1e-10, atol=1e-10, beta=0.4, n_samples=5, prior_samples=64)
 
 
 def test_the_reference_is_a_different_computation_of_the_same_numbers():
