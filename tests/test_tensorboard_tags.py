@@ -11,7 +11,8 @@ from sweeplab import load_sweep
 from sweeplab.metrics.convention import LOOP_METRICS, Metric
 from sweeplab.runner import run_sweep
 from sweeplab.spec import validate_spec
-from sweeplab.tensorboard import MAX_VALUES_CHARS, TrialTensorBoard, run_name, scalar_tag, short_value, varied_keys
+from sweeplab.tensorboard import (MAX_VALUES_CHARS, TrialTensorBoard, run_name, run_name_keys, scalar_tag, short_value,
+                                  varied_keys)
 
 JOB = {
     "name": "tb",
@@ -67,6 +68,7 @@ def test_varied_keys_cover_variants_and_repeats():
                                             "variants": [{"name": "small", "encoding_dim": 2},
                                                          {"name": "big", "encoding_dim": 8}]}})
     assert varied_keys(grid) == ["variant", "lr", "encoding_dim"]
+    assert run_name_keys(grid) == ["variant", "lr"]  # the variant's name stands for its encoding_dim
 
 
 @pytest.fixture(scope="module")

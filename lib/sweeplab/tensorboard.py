@@ -229,5 +229,13 @@ def varied_keys(spec: Any) -> list[str]:
     return keys + (["seed"] if spec.repeats > 1 and "seed" not in keys else [])
 
 
+def run_name_keys(spec: Any) -> list[str]:
+    """The keys a trial's folder and run name show: :func:`varied_keys` without the grid
+    variants' own keys, which the variant's name already stands for (``variant=b64_20_20_20``
+    rather than every batch size and epoch count it sets); HPARAMS keeps them all."""
+    variant_keys = {k for v in spec.search.variants for k in v if k != "name"} - set(spec.search.space)
+    return [k for k in varied_keys(spec) if k not in variant_keys]
+
+
 # a sweep started before this module changed names its logger in its saved tuner.pkl
 HParamsLoggerCallback = TrialTensorBoard

@@ -117,7 +117,7 @@ class SweepProgress(Callback):
         name: the sweep's name (first line).
         metric, mode: the objective and its direction (``"min"``/``"max"``); several objectives
             show the best of each.
-        varied: the hyperparameters shown with the best trial (:func:`sweeplab.tensorboard.varied_keys`).
+        varied: the hyperparameters shown with the best trial (:func:`sweeplab.tensorboard.run_name_keys`).
         family: the registered family name, for each trial's iteration budget.
         max_t: ASHA's or HyperBand's ``max_t`` (caps budgets), else ``None``.
         default_budget: iterations of a trial whose config the family cannot read.
@@ -287,7 +287,7 @@ def progress_callbacks(spec: Any, verbose: int) -> list[Callback]:
     """
     if verbose < 1:
         return []
-    from sweeplab.tensorboard import varied_keys
+    from sweeplab.tensorboard import run_name_keys
 
     sched = spec.scheduler
     max_t = sched.max_t if sched.type in ("asha", "hyperband") else None
@@ -296,6 +296,6 @@ def progress_callbacks(spec: Any, verbose: int) -> list[Callback]:
         mode: Any = spec.resolved_modes()
     else:
         metric, mode = spec.metric, spec.resolved_mode()
-    return [SweepProgress(spec.name, metric, mode, varied_keys(spec), spec.trainable, max_t=max_t,
+    return [SweepProgress(spec.name, metric, mode, run_name_keys(spec), spec.trainable, max_t=max_t,
                           default_budget=spec.max_iterations(), compact_errors=verbose < 2)]
 

@@ -130,7 +130,7 @@ def _new_tuner(spec: JobSpec, data: Any, storage: str, exp_path: str, verbose: i
     from ray import tune
 
     from sweeplab.runner.progress import ray_output
-    from sweeplab.tensorboard import TrialDirName, varied_keys
+    from sweeplab.tensorboard import TrialDirName, run_name_keys
 
     search_alg, num_trials, scheduler = search
     # several objectives: the searcher gets them (OptunaSearch takes lists); Ray's TuneConfig
@@ -143,7 +143,7 @@ def _new_tuner(spec: JobSpec, data: Any, storage: str, exp_path: str, verbose: i
             metric=metric, mode=mode, search_alg=search_alg,
             scheduler=scheduler, num_samples=num_trials,
             max_concurrent_trials=spec.search.max_concurrent, time_budget_s=spec.search.time_budget_s,
-            reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=TrialDirName(varied_keys(spec))),
+            reuse_actors=True, trial_name_creator=_trial_name, trial_dirname_creator=TrialDirName(run_name_keys(spec))),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=storage, verbose=ray_output(verbose),
             # with s3:// or gs:// storage, images written in the trial's working dir are uploaded
