@@ -339,6 +339,12 @@ def test_plots_and_optuna_study(asha_sweep, tmp_path):
     assert {"curves.png", "parallel.png", "slice.png", "importances.png"} <= names
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 10_000
+    a_file = tmp_path / "plots.png"
+    a_file.write_text("")
+    with pytest.raises(SweepError, match="is a file, not a folder"):  # was a FileExistsError traceback
+        asha_sweep.plot(a_file)
+    with pytest.raises(SweepError, match=r"in the job's metric: \[\.\.\.\]"):  # the job field, not a Python argument
+        asha_sweep.pareto_front()
 
 
 def test_optuna_study_at_one_budget(asha_sweep, tmp_path):

@@ -54,7 +54,7 @@ def pareto_front(sweep: Sweep, metrics: Sequence[str] | None = None,
     metrics = list(metrics or sweep.spec.objectives())
     if len(metrics) < 2:
         raise SweepError(f"{sweep.path}: a Pareto front needs two or more objectives; the job optimises "
-                         f"{metrics[0]} only (name several with metrics=[...])")
+                         f"{metrics[0]} only (list several in the job's metric: [...], or pass metrics=[...] from Python)")
     modes = list(modes or [sweep.metric_mode(m) for m in metrics])
     df = sweep.dataframe()
     missing = [m for m in metrics if m not in df.columns]

@@ -111,13 +111,15 @@ def plot(sweep: Sweep, out_dir: str | Path, metric: str | None = None,
     ``training_iteration`` (see :func:`to_optuna_study`), e.g. ASHA's grace period.
 
     Raises:
-        SweepError: from :func:`to_optuna_study`.
+        SweepError: ``out_dir`` exists and is not a folder; from :func:`to_optuna_study`.
 
     Returns:
         The paths written.
     """
     import matplotlib
 
+    if Path(out_dir).exists() and not Path(out_dir).is_dir():
+        raise SweepError(f"--out {out_dir}: is a file, not a folder; give a folder for the PNGs")
     matplotlib.use("Agg")
     metric = metric or sweep.metric
     out = Path(out_dir)
