@@ -150,3 +150,17 @@ def test_latex_tables_compile(stopped_sweep, tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout[-2000:]
     assert (tmp_path / "t.pdf").stat().st_size > 1000
+
+
+def test_variants_with_their_own_budgets_are_not_mixed_budgets(ray_session, tmp_path):
+    # two grid variants that set different epoch counts, no scheduler: every trial completes its
+    # own budget, so grouped means are sound and no mixed-budget note is printed (it was)
+    spec = job(name="budgets", scheduler={"type": "none"},
+               search={"sampler": "grid", "variants": [{"name": "short", "epochs": 1}, {"name": "long", "epochs": 2}]})
+    path, _ = run_sweep(spec, storage_path=str(tmp_path), verbose=0)
+    sweep = load_sweep(path)
+    assert set(sweep.dataframe()["status"]) == {"completed"}
+    summary = sweep.summary(group_by=["variant"])
+    assert summary.loc["short", ("iterations", "")] == "1" and summary.loc["long", ("iterations", "")] == "2"
+    assert summary.attrs["mixed_budgets"] is None
+    assert "mix trials stopped" not in sweep.table(group_by=["variant"])

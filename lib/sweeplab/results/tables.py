@@ -90,7 +90,9 @@ def summary(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterab
         group without values), ``iterations`` (the budgets averaged: ``"4"`` or ``"1-4"``),
         ``trials`` and ``excluded``; sorted best first when the job's metric is among
         ``metrics``. ``attrs["mixed_budgets"]``: ``(fewest, most)`` iterations when the
-        averaged trials ran different numbers of iterations, else None.
+        averaged trials ran different numbers of iterations and some of them were cut short
+        (stopped early or unfinished), else None (completed trials of variants with different
+        budgets each ran their own).
 
     Raises:
         SweepError: a metric the trials did not report, an unknown group column, or no trial
@@ -130,8 +132,11 @@ def summary(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterab
     if sweep.metric in metrics:
         out = out.sort_values((sweep.metric, "mean"), ascending=sweep.mode == "min", na_position="last")
     spans = pd.to_numeric(kept["training_iteration"], errors="coerce").dropna()
+    # completed trials each ran their own full budget (grid variants may set different ones):
+    # only a stopped or unfinished trial's last values come from a shorter run than planned
+    cut_short = (kept["status"] != "completed").any() if "status" in kept else True
     out.attrs["mixed_budgets"] = ((int(spans.min()), int(spans.max()))
-                                  if len(spans) and spans.min() != spans.max() else None)
+                                  if len(spans) and spans.min() != spans.max() and cut_short else None)
     return out
 
 
