@@ -71,7 +71,8 @@ def grow(source: Path, dest: Path, n: int, seed: int = 0) -> Path:
             if key in trial:
                 trial[key].update(x1=x1, x2=x2)
         out.append([json.dumps(trial, indent=2), _rewrite(runtime, old, new)])
-        src_dir, dst_dir = source / f"trial_{old}", dest / f"trial_{new}"
+        # the folder is named by the trial's id (and, since run-named folders, its searched values)
+        src_dir, dst_dir = source / json.loads(trial_json)["relative_logdir"], dest / trial["relative_logdir"]
         shutil.copytree(src_dir, dst_dir)
         for name in ("result.json", "progress.csv"):
             (dst_dir / name).write_text((src_dir / name).read_text().replace(old, new))
@@ -88,7 +89,7 @@ def load_table(path: Path, expect: int) -> float:
 
     frame = []
     seconds = timed(lambda: frame.append(load_sweep(str(path)).dataframe()))
-    assert len(frame[0]) == expect and frame[0]["trial_id"].is_unique, (len(frame[0]), expect)
+    assert len(frame[0]) == expect and frame[0]["trial_id"].is_unique and frame[0]["path"].is_unique, expect
     return seconds
 
 
