@@ -95,7 +95,8 @@ def test_failing_and_diverging_trials_are_marked_and_the_search_goes_on(ray_sess
     by_kind = {kind: set(group["status"]) for kind, group in df.groupby("kind")}
     assert by_kind == {"healthy": by_kind["healthy"], "instance": {"error"}, "group": {"error"}, "batch": {"diverged"}}
     assert by_kind["healthy"] <= {"completed", "stopped"} and "completed" in by_kind["healthy"]
-    results = _trial_results(Path(path))
+    # trial folders are 'trial_<id> <varied values>': look results up by the id
+    results = {name.split(" ")[0]: rows for name, rows in _trial_results(Path(path)).items()}
     started = {}
     for trial_id, row in df.iterrows():
         res = results.get(f"trial_{trial_id}", [])
