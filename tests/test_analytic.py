@@ -130,13 +130,15 @@ def test_a_tiny_tpe_asha_sweep_gets_close_to_branins_minimum(ray_session, storag
     from sweeplab.runner import run_sweep
     from sweeplab.spec import load_spec
 
-    spec = load_spec(JOB, ["search.num_samples=24", "train.budget=9", "checkpoint.every=9"])
+    # one trial at a time: TPE then sees every earlier result in the same order on any machine
+    spec = load_spec(JOB, ["search.num_samples=24", "search.max_concurrent=1", "train.budget=9", "checkpoint.every=9"])
     path, _ = run_sweep(spec, storage_path=str(storage), verbose=0)
     frame = load_sweep(path).dataframe()
     assert len(frame) == 24
     # ASHA stopped some trials at the first rungs (1, 3): budget was spent unevenly
     assert frame["training_iteration"].min() < 9 <= frame["training_iteration"].max()
     # a random point of the domain has a median regret of 35, and under 1 % of the domain is within
-    # 0.5 of f* (24 random points get there with probability 0.2); TPE + ASHA gets 0.03 here
-    assert frame["regret"].min() < 0.5
+    # 0.5 of f* (24 random points get there with probability 0.2); TPE + ASHA gets 0.36 here, the same on
+    # every run (with two trials at a time it depended on which finished first: 0.03 to 2.6)
+    assert frame["regret"].min() < 0.5, frame["regret"].min()
     assert (frame["regret"] >= -1e-9).all()
