@@ -123,6 +123,11 @@ def _add_reading(sub) -> None:
     cmp_.add_argument("--at-iteration", type=int, help="every trial's value at this iteration (one budget)")
     cmp_.add_argument("--storage-path")
 
+    _add_judging(sub)
+
+
+def _add_judging(sub) -> None:
+    """The commands that judge or document a sweep: ``verdicts``, ``info``, ``report``."""
     ver = sub.add_parser("verdicts", help="judge the job's hypotheses: supported, refuted or inconclusive")
     ver.add_argument("sweep")
     ver.add_argument("--hypotheses", help="judge these instead: a job file's hypotheses: or a YAML list")
