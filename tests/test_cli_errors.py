@@ -200,6 +200,8 @@ CASES: list[tuple[str, Callable[[Path], list[str]], list[str]]] = [
     ("celeba-unknown-attribute", _celeba_unknown_attribute, ["Smiley", "Smiling"]),
     ("val-split-takes-everything", lambda t: _run(t, {"data.val_fraction": 0.9999}),
      ["data.val_fraction=0.9999", "choose a fraction"]),
+    ("val-objective-without-split", lambda t: _run(t, {"data.val_fraction": None}),
+     ["'val_accuracy'", "validation split", "data.val_fraction"]),
     ("bad-fault-injection", lambda t: ["run", _job(t, {}), "--storage-path", str(t / "sweeps")],
      ["SWEEPLAB_FAULT_INJECT", "KIND@ITERATION"]),
     # sweep folders
