@@ -60,6 +60,16 @@ def test_status_line_counts_best_and_time_left():
                     "best val_accuracy=0.95 trial_e lr=0.0233,norm=batch | ~2m02s left")
 
 
+def test_a_time_budget_caps_the_time_left():
+    cb = SweepProgress("demo", "val_accuracy", "max", ["lr", "norm"], "cnn_classifier", time_budget_s=150)
+    cb.total = 10
+    # the trials' own pace says ~2m02s (above); search.time_budget_s stops the sweep 50 s from now
+    assert cb.status_line(trials_midway(), elapsed=100.0).endswith("| ~50s left (time budget)")
+    assert cb.status_line([], 3).endswith("| ~2m27s left (time budget)")  # before any trial ends, too
+    cb.time_budget_s = 1000
+    assert cb.status_line(trials_midway(), elapsed=100.0).endswith("| ~2m02s left")
+
+
 def test_best_follows_the_mode_and_budgets_follow_the_trials_config():
     trials = trials_midway()
     assert "best val_accuracy=0.7 trial_b lr=3e-3,norm=batch" in cnn_progress("min").status_line(trials, 10)

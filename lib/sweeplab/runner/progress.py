@@ -120,6 +120,7 @@ class SweepProgress(Callback):
         varied: the hyperparameters shown with the best trial (:func:`sweeplab.tensorboard.run_name_keys`).
         family: the registered family name, for each trial's iteration budget.
         max_t: ASHA's or HyperBand's ``max_t`` (caps budgets), else ``None``.
+        time_budget_s: ``search.time_budget_s`` (seconds), which caps the time-left estimate.
         default_budget: iterations of a trial whose config the family cannot read.
         stream: where lines go (default ``sys.stdout`` at print time).
         compact_errors: one line per trial failure instead of Ray's traceback
@@ -128,12 +129,13 @@ class SweepProgress(Callback):
 
     def __init__(self, name: str, metric: str | list[str], mode: str | list[str], varied: Iterable[str],
                  family: str, max_t: int | None = None, default_budget: int = 1,
-                 stream: TextIO | None = None, compact_errors: bool = True) -> None:
+                 time_budget_s: float | None = None, stream: TextIO | None = None, compact_errors: bool = True) -> None:
         self.name = name
         self.metrics = [metric] if isinstance(metric, str) else list(metric)
         self.modes = [mode] if isinstance(mode, str) else list(mode)
         self.varied = list(varied)
         self.family, self.max_t, self.default_budget = family, max_t, default_budget
+        self.time_budget_s = time_budget_s
         self.compact_errors = compact_errors
         self.stream = stream
         self._budgets: dict[str, int] = {}
@@ -223,7 +225,11 @@ class SweepProgress(Callback):
         parts.append(self._best(usable))
         eta = eta_seconds(elapsed, self.total, finished, partial)
         if finished < self.total:
-            parts.append(f"~{format_seconds(eta)} left" if eta is not None else "time left: after the first trial")
+            capped = self.time_budget_s is not None and (eta is None or eta > self.time_budget_s - elapsed)
+            if capped:
+                parts.append(f"~{format_seconds(max(0.0, self.time_budget_s - elapsed))} left (time budget)")
+            else:
+                parts.append(f"~{format_seconds(eta)} left" if eta is not None else "time left: after the first trial")
         return " | ".join(p for p in parts if p)
 
     def _best(self, trials: list) -> str:
@@ -297,5 +303,6 @@ def progress_callbacks(spec: Any, verbose: int) -> list[Callback]:
     else:
         metric, mode = spec.metric, spec.resolved_mode()
     return [SweepProgress(spec.name, metric, mode, run_name_keys(spec), spec.trainable, max_t=max_t,
-                          default_budget=spec.max_iterations(), compact_errors=verbose < 2)]
+                          default_budget=spec.max_iterations(), time_budget_s=spec.search.time_budget_s,
+                          compact_errors=verbose < 2)]
 
