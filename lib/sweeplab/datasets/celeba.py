@@ -15,6 +15,7 @@ import difflib
 import io
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -203,26 +204,8 @@ def celeba(root: Path, download: bool = False, attribute: str = "Smiling",
     names, row_of, values = read_attributes(base / ATTR_FILE)
     col = _attribute_column(base, names, attribute)
     split_files = _split_files(base, read_partition(base / PARTITION_FILE), row_of, limit)
-    img_dir = base / IMAGE_DIR
-
-    prefix = os.path.join(str(img_dir), "")
-    paths = {s: [prefix + f for f in split_files[s]] for s in PARTITIONS.values()}
-    fingerprint = source_fingerprint([p for s in PARTITIONS.values() for p in paths[s]], base)
-    fingerprint.append(("splits", *[len(paths[s]) for s in PARTITIONS.values()]))
-
-    def build() -> dict[str, np.ndarray]:
-        return {f"x_{s}": decode_image_files(paths[s], size=image_size, what="CelebA image")
-                for s in PARTITIONS.values() if paths[s]}
-
-    required = [f"x_{s}" for s in PARTITIONS.values() if paths[s]]
-    arrays, info = cached_arrays(root, "celeba", {"image_size": image_size, "limit": limit},
-                                 fingerprint, build, required=required, enabled=cache)
-
-    def labels(split: str) -> np.ndarray:
-        rows = [row_of[f] for f in split_files[split]]
-        return (values[rows, col] == 1).astype(np.int64)
-
-    y = {s: labels(s) for s in PARTITIONS.values()}
+    arrays, info = _decoded_images(root, base, split_files, image_size, limit, cache)
+    y = _labels(split_files, row_of, values, col)
     has_val = bool(split_files["valid"])
     return DataBundle(
         name="celeba",
@@ -234,6 +217,35 @@ def celeba(root: Path, download: bool = False, attribute: str = "Smiling",
               "image_size": image_size, "limit": limit,
               "positive_fraction_train": float(y["train"].mean()), **info},
     )
+
+
+def _decoded_images(root: Path, base: Path, split_files: dict[str, list[str]], image_size: int | None,
+                    limit: int | None, cache: bool) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The images of each non-empty partition as ``uint8 [N, 3, S, S]`` arrays (``x_train``,
+    ``x_valid``, ``x_test``), read from the cache under ``root`` or decoded (and cached), with
+    the cache's info for the bundle's ``meta``."""
+    prefix = os.path.join(str(base / IMAGE_DIR), "")
+    paths = {s: [prefix + f for f in split_files[s]] for s in PARTITIONS.values()}
+    fingerprint = source_fingerprint([p for s in PARTITIONS.values() for p in paths[s]], base)
+    fingerprint.append(("splits", *[len(paths[s]) for s in PARTITIONS.values()]))
+
+    def build() -> dict[str, np.ndarray]:
+        return {f"x_{s}": decode_image_files(paths[s], size=image_size, what="CelebA image")
+                for s in PARTITIONS.values() if paths[s]}
+
+    required = [f"x_{s}" for s in PARTITIONS.values() if paths[s]]
+    return cached_arrays(root, "celeba", {"image_size": image_size, "limit": limit},
+                         fingerprint, build, required=required, enabled=cache)
+
+
+def _labels(split_files: dict[str, list[str]], row_of: dict[str, int], values: np.ndarray,
+            col: int) -> dict[str, np.ndarray]:
+    """``int64`` labels of each partition: 1 where attribute column ``col`` is 1, else 0."""
+    labels = {}
+    for split in PARTITIONS.values():
+        rows = [row_of[f] for f in split_files[split]]
+        labels[split] = (values[rows, col] == 1).astype(np.int64)
+    return labels
 
 
 def _attribute_column(base: Path, names: list[str], attribute: str) -> int:
