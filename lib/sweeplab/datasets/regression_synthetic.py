@@ -57,6 +57,26 @@ def _check(name: str, value: Any, *, positive: bool = True, whole: bool = False)
         raise DatasetError(f"data.options.{name}={value!r} for 'noisy_1d' must be {what}")
 
 
+def _check_options(*, target_fn: Any, x_sampling: Any, n_train: Any, n_val: Any, n_test: Any,
+                   noise_std: Any, amplitude: Any, x_low: Any, x_high: Any) -> None:
+    """Refuse an option of :func:`noisy_1d` that makes no sense, with a :class:`DatasetError`
+    naming it."""
+    if target_fn not in TARGET_FUNCTIONS:
+        raise DatasetError(f"data.options.target_fn={target_fn!r} for 'noisy_1d' must be one of "
+                           f"{', '.join(TARGET_FUNCTIONS)}")
+    if x_sampling not in ("grid", "uniform"):
+        raise DatasetError(f"data.options.x_sampling={x_sampling!r} for 'noisy_1d' must be grid or uniform")
+    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
+        _check(name, value, whole=True)
+    _check("noise_std", noise_std, positive=False)
+    _check("amplitude", amplitude)
+    for name, value in (("x_low", x_low), ("x_high", x_high)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise DatasetError(f"data.options.{name}={value!r} for 'noisy_1d' must be a finite number")
+    if not x_low < x_high:
+        raise DatasetError(f"data.options.x_low={x_low} must be below x_high={x_high} for 'noisy_1d'")
+
+
 @register_dataset("noisy_1d", needs_root=False, seeded=True)
 def noisy_1d(root: Path | None = None, download: bool = False, *, data_seed: int = 0,
              target_fn: str = "sin", x_low: float = 0.0, x_high: float = 2 * math.pi,
@@ -91,20 +111,8 @@ def noisy_1d(root: Path | None = None, download: bool = False, *, data_seed: int
     Raises:
         DatasetError: an unknown function or sampling, a count or range that makes no sense.
     """
-    if target_fn not in TARGET_FUNCTIONS:
-        raise DatasetError(f"data.options.target_fn={target_fn!r} for 'noisy_1d' must be one of "
-                           f"{', '.join(TARGET_FUNCTIONS)}")
-    if x_sampling not in ("grid", "uniform"):
-        raise DatasetError(f"data.options.x_sampling={x_sampling!r} for 'noisy_1d' must be grid or uniform")
-    for name, value in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
-        _check(name, value, whole=True)
-    _check("noise_std", noise_std, positive=False)
-    _check("amplitude", amplitude)
-    for name, value in (("x_low", x_low), ("x_high", x_high)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise DatasetError(f"data.options.{name}={value!r} for 'noisy_1d' must be a finite number")
-    if not x_low < x_high:
-        raise DatasetError(f"data.options.x_low={x_low} must be below x_high={x_high} for 'noisy_1d'")
+    _check_options(target_fn=target_fn, x_sampling=x_sampling, n_train=n_train, n_val=n_val, n_test=n_test,
+                   noise_std=noise_std, amplitude=amplitude, x_low=x_low, x_high=x_high)
     rng = np.random.default_rng(data_seed)
     meta: dict[str, Any] = {"target_fn": target_fn, "amplitude": float(amplitude)}
     if x_sampling == "grid":
