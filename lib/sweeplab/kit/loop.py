@@ -96,11 +96,7 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
     fam = build_family(family, config, data, settings.get("cpus") or 1)
     faults = parse_fault_rules(settings["fault_inject"] if "fault_inject" in settings
                                else os.environ.get(FAULT_ENV))
-    start, train_seconds = 0, 0.0
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as d:
-            start, train_seconds = load_checkpoint_dir(Path(d), fam)
+    start, train_seconds = _resume_point(tune, fam)
     every = max(1, int(settings.get("checkpoint_every", 1)))
     media = MediaWriter(settings.get("media_every", 0), settings.get("experiment_dir"))
     constant = {"seed": fam.config.seed, "node": os.uname().nodename, "node_id": node_id(),
@@ -114,13 +110,7 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
             _inject(faults, config, it + 1, result, fam.loss_metric)
             result.update(constant, train_seconds=train_seconds)
             if not _finite(result.get(fam.loss_metric, 0.0)):
-                # Every declared metric but the constant ones (num_params) is reported as NaN, the
-                # epoch's train_* values too: Optuna records the trial as failed, ASHA
-                # ignores it when ranking, and the analysis marks it "diverged". No checkpoint of a
-                # NaN model is written, and the trial ends here instead of erroring and retrying.
-                nan = {m.name: float("nan") for m in fam.metrics}
-                tune.report({**result, **nan, **constant, "train_seconds": train_seconds, "diverged": 1,
-                             "iteration_seconds": time.perf_counter() - t0})
+                _report_diverged(tune, fam, result, constant, train_seconds, t0)
                 return
             result.update(fam.evaluate(it), diverged=0)
             if media.due(it + 1, total):
@@ -130,6 +120,29 @@ def run_trial(config: dict[str, Any], *, data: DataBundle, family: str,
                     with_checkpoint=(it + 1) % every == 0 or it + 1 == total)
     finally:
         media.close()
+
+
+def _resume_point(tune: Any, fam: ModelFamily) -> tuple[int, float]:
+    """``(iterations done, train_seconds)`` of the Ray Tune checkpoint the trial resumes from,
+    loaded into ``fam``; ``(0, 0.0)`` for a fresh start."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return 0, 0.0
+    with checkpoint.as_directory() as d:
+        return load_checkpoint_dir(Path(d), fam)
+
+
+def _report_diverged(tune: Any, fam: ModelFamily, result: dict[str, Any], constant: dict[str, Any],
+                     train_seconds: float, t0: float) -> None:
+    """``tune.report`` an iteration whose training loss is not finite (it started at ``t0``), as
+    ``diverged=1``, without a checkpoint."""
+    # Every declared metric but the constant ones (num_params) is reported as NaN, the
+    # epoch's train_* values too: Optuna records the trial as failed, ASHA
+    # ignores it when ranking, and the analysis marks it "diverged". No checkpoint of a
+    # NaN model is written, and the trial ends here instead of erroring and retrying.
+    nan = {m.name: float("nan") for m in fam.metrics}
+    tune.report({**result, **nan, **constant, "train_seconds": train_seconds, "diverged": 1,
+                 "iteration_seconds": time.perf_counter() - t0})
 
 
 def _inject(faults: list, config: dict[str, Any], iteration: int, result: dict[str, float],
