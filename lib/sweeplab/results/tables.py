@@ -111,18 +111,8 @@ def summary(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterab
         kept = values_at_iteration(sweep, keyed, metrics, at_iteration)
     else:
         kept = keyed[keyed["status"].isin(list(include))]
-    agg = {}
-    for m in metrics:
-        values = pd.to_numeric(kept[m], errors="coerce")
-        grouped = values.groupby([kept[g] for g in group_by], sort=False)
-        agg[(m, "mean")] = grouped.mean()
-        agg[(m, "std")] = grouped.std(ddof=1)
-        agg[(m, "n")] = grouped.count()
-    out = pd.DataFrame(agg)
     counts = keyed.groupby(group_by, sort=False).size()
-    out = out.reindex(counts.index)
-    for m in metrics:  # a group whose trials were all excluded has n = 0, not NaN
-        out[(m, "n")] = out[(m, "n")].fillna(0).astype(int)
+    out = _metric_stats(kept, group_by, metrics, counts.index)
     iters = pd.to_numeric(kept["training_iteration"], errors="coerce").groupby([kept[g] for g in group_by],
                                                                               sort=False)
     out[("iterations", "")] = [_span(iters.min().get(k), iters.max().get(k)) for k in counts.index]
@@ -131,13 +121,37 @@ def summary(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterab
                              .fillna(0)).astype(int)
     if sweep.metric in metrics:
         out = out.sort_values((sweep.metric, "mean"), ascending=sweep.mode == "min", na_position="last")
+    out.attrs["mixed_budgets"] = _mixed_budgets(kept)
+    return out
+
+
+def _metric_stats(kept: pd.DataFrame, group_by: list[str], metrics: list[str],
+                  groups: pd.Index) -> pd.DataFrame:
+    """Columns ``(metric, "mean"|"std"|"n")`` of :func:`summary`: each metric's mean, std
+    (ddof=1) and count over the rows of ``kept`` in each group, one row per group of ``groups``
+    in that order."""
+    agg = {}
+    for m in metrics:
+        values = pd.to_numeric(kept[m], errors="coerce")
+        grouped = values.groupby([kept[g] for g in group_by], sort=False)
+        agg[(m, "mean")] = grouped.mean()
+        agg[(m, "std")] = grouped.std(ddof=1)
+        agg[(m, "n")] = grouped.count()
+    out = pd.DataFrame(agg).reindex(groups)
+    for m in metrics:  # a group whose trials were all excluded has n = 0, not NaN
+        out[(m, "n")] = out[(m, "n")].fillna(0).astype(int)
+    return out
+
+
+def _mixed_budgets(kept: pd.DataFrame) -> tuple[int, int] | None:
+    """``attrs["mixed_budgets"]`` of :func:`summary`: ``(fewest, most)`` iterations of the
+    averaged trials ``kept`` when they differ and some trial was cut short, else None."""
     spans = pd.to_numeric(kept["training_iteration"], errors="coerce").dropna()
     # completed trials each ran their own full budget (grid variants may set different ones):
     # only a stopped or unfinished trial's last values come from a shorter run than planned
     cut_short = (kept["status"] != "completed").any() if "status" in kept else True
-    out.attrs["mixed_budgets"] = ((int(spans.min()), int(spans.max()))
-                                  if len(spans) and spans.min() != spans.max() and cut_short else None)
-    return out
+    return ((int(spans.min()), int(spans.max()))
+            if len(spans) and spans.min() != spans.max() and cut_short else None)
 
 
 def _span(low: Any, high: Any) -> str:
