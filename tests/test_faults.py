@@ -171,8 +171,8 @@ def _name_a_deleted_checkpoint(exp: Path, trial_dir_name: str) -> str:
     return older
 
 
-def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsys, caplog):
-    planned = 4
+def _killed_job(tmp_path: Path, planned: int) -> Path:
+    """The job file of the driver-kill test: ``planned`` random-search trials, one at a time."""
     jobfile = tmp_path / "killed.yaml"
     jobfile.write_text(yaml.safe_dump(job(
         name="killed",
@@ -181,13 +181,17 @@ def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsy
             "lr": {"type": "float", "low": 1e-3, "high": 1e-2, "log": True}}},
         scheduler={"type": "none"},
     )))
-    exp = storage / "killed"
+    return jobfile
+
+
+def _run_and_kill_driver(jobfile: Path, storage: Path, exp: Path) -> subprocess.Popen:
+    """``sweeplab run`` in a subprocess, SIGKILLed once two trials are done and the third has
+    checkpointed at least twice (then its local Ray is killed too); the finished process."""
     # the driver's own local Ray, on the loopback address (Ray's switch for one-machine Ray)
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     proc = subprocess.Popen([sys.executable, "-m", "sweeplab.cli", "run", str(jobfile), "--quiet",
                              "--storage-path", str(storage), "--num-cpus", "1"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    t0 = time.time()
     try:
         # kill once two trials are done and the third has checkpointed at least twice
         deadline = time.time() + 240
@@ -203,7 +207,12 @@ def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsy
         proc.wait(timeout=30)
     finally:
         _kill_session(proc.pid)
-    assert proc.returncode == -signal.SIGKILL
+    return proc
+
+
+def _check_staged_results_are_recovered(exp: Path) -> None:
+    """Put a running trial's newest result row behind in the sweep folder (only the killed
+    driver's staging folder holds it) and check :func:`recover_driver_artifacts` gets it back."""
     # Ray's driver writes results into a staging folder of its Ray session and copies it here every
     # few seconds: whatever came after the last copy is only there. Make sure something is behind
     # (a running trial's newest result row), then get it back as `sweeplab resume` does.
@@ -219,22 +228,13 @@ def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsy
     assert any(str(staging) in note for note in notes), notes
     assert behind.read_text().splitlines() == staged_rows
     assert recover_driver_artifacts(exp) == []  # nothing behind any more
-    before = _finished_trials(exp)
-    results_before = _trial_results(exp)
-    interrupted = {n: [r["training_iteration"] for r in res] for n, res in results_before.items() if n not in before}
-    assert len(before) < planned and len(interrupted) == 1, (before, interrupted)
-    params_before = {p.parent.name: json.loads(p.read_text()) for p in exp.glob("trial_*/params.json")}
-    # the kill can land after Ray deleted the older checkpoint and before it saved the state that
-    # names the newer one (a real race, hit in CI); make that happen every time, so the resume
-    # below always has to repair it
-    (name,) = interrupted
-    stale = _name_a_deleted_checkpoint(exp, name)
 
-    capsys.readouterr()
-    caplog.set_level(logging.WARNING, logger="sweeplab.runner")
-    assert main(["resume", "killed", "--storage-path", str(storage)]) == 0
-    assert any(stale in r.getMessage() and name.removeprefix("trial_").split(" ")[0] in r.getMessage()
-               for r in caplog.records), caplog.text
+
+def _check_resumed_without_rerun(exp: Path, planned: int, before: dict, params_before: dict,
+                                 interrupted: dict[str, list[int]]) -> tuple[list[int], int]:
+    """Check the resumed sweep: every planned trial completed once, finished ones untouched,
+    nothing re-sampled, the interrupted one continued from its last checkpoint. Returns the
+    interrupted trial's iterations before the kill and the iteration it resumed at."""
     df = load_sweep(str(exp)).dataframe()
     assert len(df) == planned and set(df["status"]) == {"completed"}, df[["trial_id", "status"]]
     assert len(list(exp.glob("trial_*"))) == planned  # no trial created twice
@@ -252,6 +252,34 @@ def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsy
     assert resumed_at >= iters_before[-1] and iters[-1] == EPOCHS and set(iters) == set(range(1, EPOCHS + 1))
     table = load_sweep(str(exp)).table()
     assert len(table.splitlines()) == 2 + planned
+    return iters_before, resumed_at
+
+
+def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsys, caplog):
+    planned = 4
+    jobfile = _killed_job(tmp_path, planned)
+    exp = storage / "killed"
+    t0 = time.time()
+    proc = _run_and_kill_driver(jobfile, storage, exp)
+    assert proc.returncode == -signal.SIGKILL
+    _check_staged_results_are_recovered(exp)
+    before = _finished_trials(exp)
+    results_before = _trial_results(exp)
+    interrupted = {n: [r["training_iteration"] for r in res] for n, res in results_before.items() if n not in before}
+    assert len(before) < planned and len(interrupted) == 1, (before, interrupted)
+    params_before = {p.parent.name: json.loads(p.read_text()) for p in exp.glob("trial_*/params.json")}
+    # the kill can land after Ray deleted the older checkpoint and before it saved the state that
+    # names the newer one (a real race, hit in CI); make that happen every time, so the resume
+    # below always has to repair it
+    (name,) = interrupted
+    stale = _name_a_deleted_checkpoint(exp, name)
+
+    capsys.readouterr()
+    caplog.set_level(logging.WARNING, logger="sweeplab.runner")
+    assert main(["resume", "killed", "--storage-path", str(storage)]) == 0
+    assert any(stale in r.getMessage() and name.removeprefix("trial_").split(" ")[0] in r.getMessage()
+               for r in caplog.records), caplog.text
+    iters_before, resumed_at = _check_resumed_without_rerun(exp, planned, before, params_before, interrupted)
     print(f"\ndriver SIGKILL: {planned} trials planned, {len(before)} finished before the kill and kept, "
           f"1 interrupted at epoch {iters_before[-1]} resumed at epoch {resumed_at}, "
           f"{planned - len(before) - 1} run after resume, 0 re-run, 0 lost; {time.time() - t0:.1f} s")
