@@ -37,6 +37,14 @@ def ray_minor_version() -> str:
     return ".".join(ray.__version__.split(".")[:2])
 
 
+def unpinned_ray_version() -> str | None:
+    """The installed Ray's version when it is not Ray :data:`RAY_REPAIRS_VERSION` (so the repairs
+    here and the speed-ups of :mod:`.speedups` are skipped), else None."""
+    import ray
+
+    return None if ray_minor_version() == RAY_REPAIRS_VERSION else ray.__version__
+
+
 def _pinned(without: str) -> Callable:
     """Run the decorated repair only on Ray :data:`RAY_REPAIRS_VERSION`; ``without`` says what
     the user may see when it is skipped. A skipped or failing repair returns ``[]`` and logs a
@@ -45,12 +53,11 @@ def _pinned(without: str) -> Callable:
     def decorate(repair: Callable[..., list[str]]) -> Callable[..., list[str]]:
         @functools.wraps(repair)
         def pinned(*args: Any, **kwargs: Any) -> list[str]:
-            import ray
-
-            if ray_minor_version() != RAY_REPAIRS_VERSION:
+            other_ray = unpinned_ray_version()
+            if other_ray is not None:
                 logger.warning("%s skipped: it works around a bug of Ray %s and Ray %s is installed (sweeplab "
                                "needs ray[tune]==%s.*); the sweep folder is left as Ray wrote it, so %s",
-                               repair.__name__, RAY_REPAIRS_VERSION, ray.__version__, RAY_REPAIRS_VERSION, without)
+                               repair.__name__, RAY_REPAIRS_VERSION, other_ray, RAY_REPAIRS_VERSION, without)
                 return []
             try:
                 return repair(*args, **kwargs)

@@ -18,7 +18,7 @@ import os
 import time
 from typing import Any
 
-from sweeplab.runner.repairs import RAY_REPAIRS_VERSION, ray_minor_version
+from sweeplab.runner.repairs import RAY_REPAIRS_VERSION, unpinned_ray_version
 
 logger = logging.getLogger(__name__)
 
@@ -172,18 +172,17 @@ def apply_driver_speedups(exp_path: str) -> list[str]:
         :data:`~sweeplab.runner.repairs.RAY_REPAIRS_VERSION`, or its code moved) is left out
         with a WARNING saying what the user sees instead; the sweep runs as Ray runs it.
     """
-    import ray
-
     from sweeplab.runner.folder import is_uri
 
     _local_folder["value"] = not is_uri(exp_path)
     if not speedups_enabled():
         return []
-    if ray_minor_version() != RAY_REPAIRS_VERSION:
+    other_ray = unpinned_ray_version()
+    if other_ray is not None:
         for speedup, without in _SPEEDUPS.items():
             logger.warning("%s skipped: written for Ray %s and Ray %s is installed (sweeplab needs "
                            "ray[tune]==%s.*), so %s", speedup.__name__.lstrip("_"), RAY_REPAIRS_VERSION,
-                           ray.__version__, RAY_REPAIRS_VERSION, without)
+                           other_ray, RAY_REPAIRS_VERSION, without)
         return []
     applied = []
     for speedup, without in _SPEEDUPS.items():
