@@ -160,6 +160,16 @@ def test_an_interrupted_sweep_says_its_best_is_provisional(capsys):
     assert "interrupted: 1 of 5 trials unfinished, so the best above is provisional" in out
 
 
+def test_a_sweep_stopped_by_its_time_budget_says_so_not_interrupted(capsys):
+    cb = SweepProgress("demo", "val_accuracy", "max", [], "cnn_classifier", time_budget_s=60)
+    cb.total = 10
+    cb.start -= 61  # the budget has passed: Ray cut the running trial, 4 never started
+    cb.on_experiment_end(trials_midway())
+    out = capsys.readouterr().out
+    assert "time budget reached (search.time_budget_s = 1m00s): 2 trials cut, 4 never started" in out
+    assert "interrupted" not in out and "provisional" not in out
+
+
 def test_a_trial_failure_is_one_line_without_ray_traceback():
     import logging
 

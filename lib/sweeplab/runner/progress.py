@@ -190,7 +190,12 @@ class SweepProgress(Callback):
         line = self.status_line(trials, time.monotonic() - self.start, cut)
         unfinished = len(cut)
         unstarted = max(0, self.total - len(trials))
-        if unfinished or unstarted:
+        elapsed = time.monotonic() - self.start
+        if (unfinished or unstarted) and self.time_budget_s is not None and elapsed >= self.time_budget_s:
+            line += (f"\ntime budget reached (search.time_budget_s = {format_seconds(self.time_budget_s)}): "
+                     f"{unfinished} trials cut, {unstarted} never started; the best above is the best within "
+                     "the budget (sweeplab resume continues the sweep)")
+        elif unfinished or unstarted:
             line += (f"\ninterrupted: {unfinished + unstarted} of {self.total} trials unfinished, so the best "
                      "above is provisional (sweeplab resume continues the sweep)")
         self._write(line)
