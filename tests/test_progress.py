@@ -168,6 +168,8 @@ def test_a_sweep_stopped_by_its_time_budget_says_so_not_interrupted(capsys):
     out = capsys.readouterr().out
     assert "time budget reached (search.time_budget_s = 1m00s): 2 trials cut, 4 never started" in out
     assert "interrupted" not in out and "provisional" not in out
+    cb.on_experiment_end(trials_midway()[:5])  # one trial cut: no plural
+    assert "1 trial cut, 5 never started" in capsys.readouterr().out
 
 
 def test_a_trial_failure_is_one_line_without_ray_traceback():

@@ -193,8 +193,8 @@ class SweepProgress(Callback):
         elapsed = time.monotonic() - self.start
         if (unfinished or unstarted) and self.time_budget_s is not None and elapsed >= self.time_budget_s:
             line += (f"\ntime budget reached (search.time_budget_s = {format_seconds(self.time_budget_s)}): "
-                     f"{unfinished} trials cut, {unstarted} never started; the best above is the best within "
-                     "the budget (sweeplab resume continues the sweep)")
+                     f"{unfinished} trial{'s' * (unfinished != 1)} cut, {unstarted} never started; the best "
+                     "above is the best within the budget (sweeplab resume continues the sweep)")
         elif unfinished or unstarted:
             line += (f"\ninterrupted: {unfinished + unstarted} of {self.total} trials unfinished, so the best "
                      "above is provisional (sweeplab resume continues the sweep)")
