@@ -29,7 +29,12 @@ from sweeplab.kit.family import get_family
 from sweeplab.kit.faults import parse_fault_rules
 from sweeplab.runner import ray_temp_root, recover_driver_artifacts, repair_stale_checkpoints, run_sweep
 from sweeplab.spec import validate_spec
-from test_sweep import EPOCHS, _finished_trials, job
+from test_sweep import EPOCHS as SWEEP_EPOCHS, _finished_trials, job
+
+#: the driver-kill test's epochs a trial: three times the other sweeps', so the window in which
+#: the third trial has checkpointed but not finished stays wide on a loaded machine (at 12 the
+#: sweep once finished before the test saw that moment, with another run using both CPUs)
+EPOCHS = 3 * SWEEP_EPOCHS
 
 
 
@@ -196,7 +201,7 @@ def _run_and_kill_driver(jobfile: Path, storage: Path, exp: Path) -> subprocess.
         # kill once two trials are done and the third has checkpointed at least twice
         deadline = time.time() + 240
         while time.time() < deadline and proc.poll() is None:
-            done = _finished_trials(exp)
+            done = _finished_trials(exp, EPOCHS)
             running = {n: len(r) for n, r in _trial_results(exp, live=True).items() if n not in done and r}
             if len(done) >= 2 and any(n >= 2 for n in running.values()):
                 break
@@ -238,7 +243,7 @@ def _check_resumed_without_rerun(exp: Path, planned: int, before: dict, params_b
     df = load_sweep(str(exp)).dataframe()
     assert len(df) == planned and set(df["status"]) == {"completed"}, df[["trial_id", "status"]]
     assert len(list(exp.glob("trial_*"))) == planned  # no trial created twice
-    after = _finished_trials(exp)
+    after = _finished_trials(exp, EPOCHS)
     for name, n in before.items():
         assert after[name] == n, f"{name} was re-run"  # finished trials untouched
     for name, params in params_before.items():
@@ -263,7 +268,7 @@ def test_resume_after_the_driver_is_killed(ray_session, storage, tmp_path, capsy
     proc = _run_and_kill_driver(jobfile, storage, exp)
     assert proc.returncode == -signal.SIGKILL
     _check_staged_results_are_recovered(exp)
-    before = _finished_trials(exp)
+    before = _finished_trials(exp, EPOCHS)
     results_before = _trial_results(exp)
     interrupted = {n: [r["training_iteration"] for r in res] for n, res in results_before.items() if n not in before}
     assert len(before) < planned and len(interrupted) == 1, (before, interrupted)

@@ -175,6 +175,9 @@ import os, signal, sys
 import sweeplab.runner.run as run
 from sweeplab.cli import main
 
+# a terminal's Python has Python's own SIGINT handler; a runner that started this test suite in
+# the background (nohup ... &) passes SIGINT ignored, which would make the Ctrl-C below a no-op
+signal.signal(signal.SIGINT, signal.default_int_handler)
 real = run.prepare_data
 def interrupted_load(spec):
     os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C arrives while the data loads

@@ -265,13 +265,13 @@ def test_run_refuses_existing_sweep_and_resume_of_nothing(ray_session, storage, 
 EPOCHS = 12
 
 
-def _finished_trials(exp: Path) -> dict[str, int]:
-    """trial folder -> number of results, for trials that reported their last epoch."""
+def _finished_trials(exp: Path, epochs: int = EPOCHS) -> dict[str, int]:
+    """trial folder -> number of results, for trials that reported their last epoch (``epochs``)."""
     done = {}
     for result in exp.glob("trial_*/result.json"):
         lines = result.read_text().strip().splitlines()
         try:
-            if lines and json.loads(lines[-1])["training_iteration"] == EPOCHS:
+            if lines and json.loads(lines[-1])["training_iteration"] == epochs:
                 done[result.parent.name] = len(lines)
         except (ValueError, KeyError):  # a line being written
             pass
