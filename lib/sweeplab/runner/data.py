@@ -33,13 +33,12 @@ def prepare_data(spec: JobSpec):
 
 def _check_validation_split(spec: JobSpec, bundle) -> None:
     """Refuse a ``val_*`` objective or checkpoint score on data without a validation split: Ray
-    would stop the sweep at the first result with a traceback. The ``none`` dataset (analytic
-    functions) is exempt: its ``val_*`` values are not measured on samples.
+    would stop the sweep at the first result with a traceback.
 
     Raises:
         SpecError: naming the metric and the two ways to fix it.
     """
-    if bundle.x_val is not None or spec.data.name == "none":
+    if bundle.x_val is not None:
         return
     wanted = list(spec.objectives()) + ([spec.checkpoint.score] if spec.checkpoint.score else [])
     for metric in wanted:
