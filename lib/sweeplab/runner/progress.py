@@ -187,10 +187,10 @@ class SweepProgress(Callback):
         """The last status line; for an interrupted sweep, that its best is provisional."""
         logging.getLogger(CompactTrialErrors.LOGGER).removeFilter(_COMPACT)
         cut = (self._active - self._ended) | {t.trial_id for t in trials if t.status not in ("TERMINATED", "ERROR")}
-        line = self.status_line(trials, time.monotonic() - self.start, cut)
+        elapsed = time.monotonic() - self.start
+        line = self.status_line(trials, elapsed, cut)
         unfinished = len(cut)
         unstarted = max(0, self.total - len(trials))
-        elapsed = time.monotonic() - self.start
         if (unfinished or unstarted) and self.time_budget_s is not None and elapsed >= self.time_budget_s:
             line += (f"\ntime budget reached (search.time_budget_s = {format_seconds(self.time_budget_s)}): "
                      f"{unfinished} trial{'s' * (unfinished != 1)} cut, {unstarted} never started; the best "
