@@ -164,3 +164,21 @@ def test_variants_with_their_own_budgets_are_not_mixed_budgets(ray_session, tmp_
     assert summary.loc["short", ("iterations", "")] == "1" and summary.loc["long", ("iterations", "")] == "2"
     assert summary.attrs["mixed_budgets"] is None
     assert "mix trials stopped" not in sweep.table(group_by=["variant"])
+
+
+def test_variants_run_once_print_one_table(ray_session, tmp_path, capsys):
+    # one seed per variant: the grouped table would repeat the per-trial numbers, so the run's
+    # summary prints the per-trial table only; a second seed brings the grouped one back
+    from sweeplab.cli.running import _finish
+
+    variants = [{"name": "small", "lr": 0.01}, {"name": "large", "lr": 0.05}]
+    for repeats, grouped in ((1, False), (2, True)):
+        spec = job(name=f"once{repeats}", scheduler={"type": "none"}, repeats=repeats,
+                   search={"sampler": "grid", "variants": variants})
+        path, _ = run_sweep(spec, storage_path=str(tmp_path), verbose=0)
+        capsys.readouterr()
+        assert _finish(path) == 0
+        out = capsys.readouterr().out
+        table = load_sweep(path).table(group_by=["variant"], digits=4)
+        assert (table in out) is grouped, out
+        assert load_sweep(path).table(digits=4) in out

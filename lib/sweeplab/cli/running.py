@@ -70,7 +70,7 @@ def _finish(exp_path: str, verbose: int = 1) -> int:
         print(f"({len(df) - TOP_ROWS} more: sweeplab table {exp_path})")
     else:
         print(sweep.table(digits=4))
-    if sweep.spec.repeats > 1 or sweep.spec.search.variants:
+    if _groups_pool_trials(sweep, df):
         print()
         print(sweep.table(group_by=sweep.default_group_by(), digits=4))
     counts = df["status"].value_counts().to_dict() if not df.empty else {}
@@ -90,6 +90,18 @@ def _finish(exp_path: str, verbose: int = 1) -> int:
               f"{exp_path} --status error;  sweeplab resume {exp_path}  retries them")
         return EXIT_TRIALS_ERRORED
     return 0
+
+
+def _groups_pool_trials(sweep, df) -> bool:
+    """Whether the grouped table (mean ± std per group) says more than the per-trial one: some
+    group holds two or more trials (seeds, or a space inside a variant). A grid of variants run
+    once each would print the same numbers twice."""
+    if df.empty:
+        return False
+    if sweep.spec.repeats > 1:
+        return True
+    keys = [k for k in sweep.default_group_by() if k in df.columns]
+    return bool(sweep.spec.search.variants) and bool(keys) and bool(df.duplicated(keys).any())
 
 
 def _finish_best(sweep, unfinished: int = 0) -> None:
