@@ -112,6 +112,13 @@ def test_grouped_means_never_mix_budgets_silently(stopped_sweep, capsys):
     assert "stopped early" in out.err and "no test: n = 0" in out.out
     assert main(["compare", stopped_sweep.path, "--group-by", "lr", "--status", "completed,stopped"]) == 0
     assert "no test" not in capsys.readouterr().out
+    # --metrics naming a column twice, or an identity or group column, shows it once (it crashed)
+    assert main(["table", stopped_sweep.path, "--metrics", "seed,val_accuracy,val_accuracy", "--format", "csv"]) == 0
+    cols = list(pd.read_csv(io.StringIO(capsys.readouterr().out)).columns)
+    assert cols.count("seed") == 1 and cols.count("val_accuracy") == 1
+    assert main(["table", stopped_sweep.path, "--group-by", "lr", "--metrics", "lr,val_accuracy", "--format", "csv"]) == 0
+    cols = list(pd.read_csv(io.StringIO(capsys.readouterr().out)).columns)
+    assert cols.count("lr") == 1 and "val_accuracy" in cols
     # in Python the default keeps every usable trial, and warns when that mixes budgets
     from sweeplab.results.stats import MixedBudgetWarning
 

@@ -203,6 +203,8 @@ def table(sweep: Sweep, group_by: Iterable[str] | None = None, metrics: Iterable
     if unknown:
         raise SweepError(f"--status {', '.join(unknown)}: not a trial status; choose from "
                          f"{', '.join(STATUSES)}")
+    if metrics:  # each once; a group's own column is its row label, not a metric to average
+        metrics = [m for m in dict.fromkeys(metrics) if m not in (group_by or [])] or None
     note = ""
     if group_by:
         summ = summary(sweep, group_by, metrics, include=status or USABLE, at_iteration=at_iteration)
@@ -225,8 +227,9 @@ def trial_frame(sweep: Sweep, metrics: Iterable[str] | None, digits: int,
     cols = ["trial_id", "status"] + (["variant"] if "variant" in df else []) + \
         [p for p in sweep.param_names if p in df] + ["seed", "training_iteration"] + metrics + \
         [c for c in ("num_params", "train_seconds") if c in df and c not in metrics]
-    frame = df[[c for c in cols if c in df.columns]].copy()
-    frame = frame.drop(columns=[m for m in metrics if m in frame and frame[m].isna().all()])
+    # a metric that is also an identity column (--metrics seed,...) is shown once, in its place
+    frame = df[[c for c in dict.fromkeys(cols) if c in df.columns]].copy()
+    frame = frame.drop(columns=[m for m in dict.fromkeys(metrics) if m in frame and frame[m].isna().all()])
     for c in frame.columns:
         if pd.api.types.is_float_dtype(frame[c]):
             frame[c] = frame[c].map(lambda v: fmt_number(v, digits))
