@@ -94,7 +94,7 @@ def test_report_is_one_self_contained_file(report_sweep, tmp_path):
     assert text.count("<section") == 2 and '<a href="#sweep-1">' in text  # two sweeps, a contents list
     verdicts = report_sweep.verdicts().set_index("id")
     assert verdicts.loc["lr_matters", "verdict"] == "supported"
-    assert f'<td class="v-supported">supported</td>' in text
+    assert '<td class="v-supported">supported</td>' in text
     assert text.count("data:image/png;base64,") >= 2 * 5  # curves, Pareto, importances, parallel, slice, media
 
 
