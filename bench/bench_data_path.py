@@ -112,7 +112,8 @@ def main() -> None:
     ap.add_argument("--root", type=Path, default=Path("/work/data"))
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--pairs", type=int, default=3, help="epoch pairs per comparison, order alternating")
+    ap.add_argument("--pairs", type=int, default=9,
+                    help="epoch pairs per comparison, order alternating (3 left the 2-worker figures 20 %% apart run to run)")
     ap.add_argument("--workers", type=int, nargs="+", default=[0, 2])
     ap.add_argument("--consumers", nargs="+", default=["none", "tiny"], choices=["none", "tiny"])
     args = ap.parse_args()
