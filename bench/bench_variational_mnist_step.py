@@ -13,7 +13,9 @@ Prints per thread count: the median and min–max of the per-round ratios old/ne
 median ms per step, GFLOP per step (``torch.profiler``'s count of the matmuls; the old step's
 count is the work of the mathematics, so "useful GFLOP/s" divides it by each step's time), the
 matmul's GFLOP/s and each step's fraction of it, the load average before and after, and how many
-new steps fit in ``--minutes``. ``--profile`` also prints the profiler's top ops of both steps.
+new steps fit in ``--minutes``. ``--profile`` also prints the profiler's top ops of both steps;
+``--compile`` adds a third side in the same rounds, the new step with ``torch.compile`` on its
+elementwise parts (:class:`Compiled`; compilation falls in the warm-up rounds).
 
     flock /tmp/sweeplab-cpu.lock python bench/bench_variational_mnist_step.py --root /work/data
     python bench/bench_variational_mnist_step.py --random --pairs 5     # no MNIST needed
@@ -38,6 +40,43 @@ from sweeplab.models.variational_mnist import ConjugatedMixture
 
 TARGET = 1.5
 _TEST = Path(__file__).resolve().parents[1] / "tests" / "test_variational_mnist_step.py"
+
+
+class Compiled:
+    """``--compile``: ``torch.compile`` (inductor, CPU) on the new step's two elementwise-heavy
+    parts, swapped in around each compiled step only: ψ's ``n Σ softplus(η)`` (one call per
+    cluster group, so dynamic shapes) and the posterior's ``σ(u)``, ``Σ softplus(u)`` pass. The
+    sampled ``y`` compares uniforms with ``σ(u)``, so last-bit differences of the compiled
+    kernels may flip a draw: a speed experiment, not the family's step."""
+
+    def __init__(self) -> None:
+        import torch.nn.functional as F
+
+        import sweeplab.models.binomial_mixture as bm
+        import sweeplab.models.conjugated_step as cs
+
+        self.bm, self.cs = bm, cs
+        self.plain = (bm.binomial_log_partition, cs.posterior_values)
+        psi = torch.compile(lambda eta, n: n * F.softplus(eta).sum(-1), dynamic=True)
+
+        @torch.compile(dynamic=False)
+        def fused(xw0, xwk, a):
+            xw = torch.cat([xw0[:, None], xw0[:, None] + xwk], 1)
+            u = xw + a
+            return xw, u, torch.sigmoid(u), F.softplus(u).sum(-1)
+
+        def values(xw0, xwk, a):
+            if xwk is None:
+                return self.plain[1](xw0, xwk, a)
+            with torch.no_grad():
+                xw, u, sig, sp = fused(xw0.detach(), xwk.detach(), a.detach())
+            return {"xw": xw, "u": u, "s": sig, "sp_sum": sp}
+
+        self.compiled = (psi, values)
+
+    def use(self, on: bool) -> None:
+        """Swap the compiled parts in (``on``) or restore the plain ones."""
+        self.bm.binomial_log_partition, self.cs.posterior_values = self.compiled if on else self.plain
 
 
 def reference_loss():
@@ -106,11 +145,17 @@ def run(threads: int, old: Stepper, new: Stepper, args) -> None:
     draw = torch.Generator().manual_seed(threads)
     batches = [torch.randint(len(old.counts), (B,), generator=draw) for _ in range(args.warmup + args.pairs)]
     load0 = os.getloadavg()
-    t_old, t_new, t_mm = [], [], []
+    t_old, t_new, t_mm, t_comp = [], [], [], []
     for i, idx in enumerate(batches):
         to, tn, tm = timed(lambda: old.step(idx)), timed(lambda: new.step(idx)), timed(lambda: a @ w)
+        if args.compiled is not None:  # compiled after plain, restored at once
+            args.compiled.use(True)
+            tc = timed(lambda: args.comp_stepper.step(idx))
+            args.compiled.use(False)
         if i >= args.warmup:
             t_old.append(to), t_new.append(tn), t_mm.append(tm)
+            if args.compiled is not None:
+                t_comp.append(tc)
     load1 = os.getloadavg()
     g_old, table_old = profiled(old, batches[0], args.top)
     g_new, table_new = profiled(new, batches[0], args.top)
@@ -129,6 +174,11 @@ def run(threads: int, old: Stepper, new: Stepper, args) -> None:
     print(f"  GFLOP a step: old {g_old:.2f}, new {g_new:.2f}; useful GFLOP/s (old's count / time): "
           f"old {g_old / mo:.0f} ({100 * g_old / mo / rate:.0f} % of the matmul rate), "
           f"new {g_old / mn:.0f} ({100 * g_old / mn / rate:.0f} %; target ~60 %)")
+    if t_comp:
+        rc = sorted(n / c for n, c in zip(t_new, t_comp))
+        print(f"  --compile: new step compiled {1000 * statistics.median(t_comp):.1f} ms; speed-up new/compiled "
+              f"median {statistics.median(rc):.3f}x (min-max {rc[0]:.3f}-{rc[-1]:.3f}); old/compiled "
+              f"{statistics.median(sorted(o / c for o, c in zip(t_old, t_comp))):.2f}x")
     print(f"  {args.minutes:g} min of one trial = {int(60 * args.minutes / mn):,} new steps "
           f"({int(60 * args.minutes / mo):,} old) at {threads} thread(s)", flush=True)
     if args.profile:
@@ -151,6 +201,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=40.0)
     ap.add_argument("--profile", action="store_true", help="print the profiler's top ops of both steps")
     ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--compile", action="store_true",
+                    help="also time the new step with torch.compile on its elementwise parts (class Compiled)")
     args = ap.parse_args()
     counts = load_counts(args)
     model = ConjugatedMixture(counts.shape[1], args.latent, args.clusters)
@@ -158,6 +210,8 @@ def main() -> None:
     ref = reference_loss()
     old = Stepper(model, counts, "old", args, ref)
     new = Stepper(copy.deepcopy(model), counts, "new", args, ref)
+    args.compiled = Compiled() if args.compile else None
+    args.comp_stepper = Stepper(copy.deepcopy(model), counts, "new", args, ref) if args.compile else None
     for threads in args.threads:
         run(threads, old, new, args)
 
