@@ -94,14 +94,14 @@ def _finish(exp_path: str, verbose: int = 1) -> int:
 
 def _groups_pool_trials(sweep, df) -> bool:
     """Whether the grouped table (mean ± std per group) says more than the per-trial one: some
-    group holds two or more trials (seeds, or a space inside a variant). A grid of variants run
-    once each would print the same numbers twice."""
+    group holds two or more trials (seeds, or a space inside a variant: the grouping of a job
+    with variants is by variant). A grid of variants run once each would print the same numbers
+    twice."""
     if df.empty:
         return False
     if sweep.spec.repeats > 1:
         return True
-    keys = [k for k in sweep.default_group_by() if k in df.columns]
-    return bool(sweep.spec.search.variants) and bool(keys) and bool(df.duplicated(keys).any())
+    return bool(sweep.spec.search.variants) and bool(df["variant"].duplicated().any())
 
 
 def _finish_best(sweep, unfinished: int = 0) -> None:

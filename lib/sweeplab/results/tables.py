@@ -229,7 +229,7 @@ def trial_frame(sweep: Sweep, metrics: Iterable[str] | None, digits: int,
         [c for c in ("num_params", "train_seconds") if c in df and c not in metrics]
     # a metric that is also an identity column (--metrics seed,...) is shown once, in its place
     frame = df[[c for c in dict.fromkeys(cols) if c in df.columns]].copy()
-    frame = frame.drop(columns=[m for m in dict.fromkeys(metrics) if m in frame and frame[m].isna().all()])
+    frame = frame.drop(columns=[m for m in metrics if m in frame and frame[m].isna().all()])
     for c in frame.columns:
         if pd.api.types.is_float_dtype(frame[c]):
             frame[c] = frame[c].map(lambda v: fmt_number(v, digits))
